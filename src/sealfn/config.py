@@ -1,0 +1,153 @@
+"""Frozen per-component configuration, built once from CLI flags or ``SEALFN_*`` environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sealfn.errors import ConfigError
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid function name (also used as a directory name)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"function name {name!r} is invalid: use 1-63 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What `sealfn deploy` registers: one model served as a scalable function."""
+
+    name: str
+    min_instances: int = 0
+    max_instances: int = 4
+    keep_alive_s: float = 60.0  # idle seconds before scaling to min_instances
+    max_batch: int = 8  # requests per batch; 1 turns batching off
+    slo_ms: float = 100.0  # latency objective that caps batch growth
+    memory_mb: int = 512  # billed memory per instance, as on AWS Lambda
+    concurrency: int = 1  # batches one instance runs at once (its slots)
+    group: str | None = None  # functions in one group may share instances (Fn-Packer)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        _check_int("min_instances", self.min_instances, 0, 1024)
+        _check_int("max_instances", self.max_instances, 1, 1024)
+        _check_int("max_batch", self.max_batch, 1, 4096)
+        _check_int("memory_mb", self.memory_mb, 16, 1 << 20)
+        _check_int("concurrency", self.concurrency, 1, 256)
+        _check_float("keep_alive_s", self.keep_alive_s, 0.0, 7 * 86400.0)
+        _check_float("slo_ms", self.slo_ms, 0.1, 3.6e6)
+        if self.min_instances > self.max_instances:
+            raise ConfigError(
+                f"min_instances={self.min_instances} exceeds max_instances={self.max_instances}"
+            )
+        if self.group is not None:
+            check_name(self.group)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FunctionSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown deployment setting(s): {', '.join(unknown)}")
+        if "name" not in data:
+            raise ConfigError("deployment spec needs a 'name'")
+        return cls(**dict(data))
+
+    def with_changes(self, **changes: Any) -> FunctionSpec:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PriceConfig:
+    """Prices for cost accounting (defaults: AWS Lambda x86, us-east-1, 2026)."""
+
+    usd_per_gb_second: float = 0.0000166667
+    usd_per_million_requests: float = 0.20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of `sealfn serve`; every field can come from ``SEALFN_<FIELD>``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    state_dir: Path = field(default_factory=lambda: Path(".sealfn"))
+    max_body_bytes: int = 64 << 20  # larger inference bodies get 413
+    max_model_bytes: int = 2 << 30  # larger model uploads get 413
+    request_timeout_s: float = 60.0  # queued + running, before 504
+    instance_threads: int = 0  # onnxruntime intra-op threads per instance; 0 = ORT default
+    shm_slot_bytes: int = 8 << 20  # per slot, per direction; larger tensors travel inline
+    inline_tensor_bytes: int = 64 << 10  # tensors up to this size travel inside the frame
+    tick_s: float = 0.25  # control loop period (autoscaler, keep-alive)
+    stable_window_s: float = 6.0
+    panic_window_s: float = 1.0
+    panic_threshold: float = 2.0
+    start_timeout_s: float = 60.0  # an instance that is not ready by then is replaced
+    prices: PriceConfig = field(default_factory=PriceConfig)
+
+    def __post_init__(self) -> None:
+        _check_int("port", self.port, 0, 65535)
+        _check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 40)
+        _check_int("instance_threads", self.instance_threads, 0, 1024)
+        _check_float("tick_s", self.tick_s, 0.01, 60.0)
+        _check_float("stable_window_s", self.stable_window_s, 0.1, 3600.0)
+        _check_float("panic_window_s", self.panic_window_s, 0.05, 3600.0)
+        _check_float("request_timeout_s", self.request_timeout_s, 0.01, 86400.0)
+
+    @classmethod
+    def from_env(cls, prefix: str = "SEALFN_", **overrides: Any) -> ServerConfig:
+        """Defaults, then ``SEALFN_*`` variables, then explicit ``overrides`` (CLI flags)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = os.environ.get(prefix + f.name.upper())
+            if raw is None or f.name == "prices":
+                continue
+            values[f.name] = _parse(f.name, raw, f.type)
+        prices = PriceConfig(
+            **{
+                pf.name: _parse(pf.name, os.environ[prefix + pf.name.upper()], "float")
+                for pf in fields(PriceConfig)
+                if prefix + pf.name.upper() in os.environ
+            }
+        )
+        values["prices"] = prices
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "state_dir" in values:
+            values["state_dir"] = Path(values["state_dir"])
+        return cls(**values)
+
+
+def _parse(key: str, raw: str, kind: object) -> Any:
+    text = str(kind)
+    try:
+        if "int" in text:
+            return int(raw)
+        if "float" in text:
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is not a valid {text}") from exc
+    return raw
+
+
+def _check_int(key: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key}={value!r} must be an integer in [{lo}, {hi}]")
+
+
+def _check_float(key: str, value: object, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ConfigError(f"{key}={value!r} must be a number in [{lo}, {hi}]")

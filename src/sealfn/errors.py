@@ -1,0 +1,67 @@
+"""One error tree for sealfn; the gateway maps it to HTTP status codes in one table.
+
+    SealfnError
+    ├── ConfigError            a setting or deployment spec is invalid          (400)
+    ├── InvalidInput           a request does not match the model's signature   (400)
+    │   └── PayloadTooLarge    a body is over the configured limit              (413)
+    ├── NotFound               unknown function / model                         (404)
+    ├── Conflict               the request clashes with current state           (409)
+    ├── ModelError             a model cannot be loaded or run                  (422 on deploy, 500 on run)
+    ├── Unavailable            no capacity / instance lost mid-request          (503)
+    │   └── InstanceFailed     the instance serving the request died
+    ├── DeadlineExceeded       waited longer than the request timeout           (504)
+    └── ProtocolError          a malformed frame on the gateway↔instance IPC    (500)
+
+Core code raises these; foreign exceptions (onnxruntime, sqlite3, OSError) are translated once,
+at the boundary, with ``raise X(...) from exc``.
+"""
+
+from __future__ import annotations
+
+
+class SealfnError(Exception):
+    """Base of every error sealfn raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(SealfnError):
+    """A setting or deployment spec is invalid; the message names the key and the bad value."""
+
+
+class InvalidInput(SealfnError):
+    """A request does not match what the model expects; the message names the tensor."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body exceeds the configured limit."""
+
+
+class NotFound(SealfnError):
+    """An unknown function or model."""
+
+
+class Conflict(SealfnError):
+    """The request clashes with the current state (e.g. a function that is being removed)."""
+
+
+class ModelError(SealfnError):
+    """A model cannot be loaded or run."""
+
+
+class Unavailable(SealfnError):
+    """No capacity to serve the request now."""
+
+
+class InstanceFailed(Unavailable):
+    """The instance serving a request died after the request had started."""
+
+
+class DeadlineExceeded(SealfnError):
+    """A request waited longer than its timeout."""
+
+
+class ProtocolError(SealfnError):
+    """A malformed or unexpected frame on the gateway-instance IPC channel."""
