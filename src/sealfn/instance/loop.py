@@ -1,0 +1,125 @@
+"""The instance's serving loop: read a frame, handle it, reply; one request id per reply."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sealfn.errors import ProtocolError, SealfnError
+from sealfn.instance.models import ModelHost
+from sealfn.ipc.arena import Arena
+from sealfn.ipc.frames import LENGTH, Frame, Kind, tensors_from_json, tensors_to_json
+from sealfn.ipc.tensors import TensorWriter, read_tensor
+
+log = logging.getLogger("sealfn.instance")
+
+
+class InstanceLoop:
+    """Serves frames from one socket until STOP or until the gateway goes away."""
+
+    def __init__(
+        self, sock: socket.socket, arena: Arena | None, host: ModelHost, slots: int, inline: int
+    ) -> None:
+        self._sock = sock
+        self._arena = arena
+        self._host = host
+        self._inline = inline
+        self._send_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(slots) if slots > 1 else None
+        self._buffer = bytearray()
+
+    def serve(self) -> None:
+        self._send(Frame(Kind.HELLO, 0, {"pid": os.getpid()}))
+        while (frame := self._receive()) is not None:
+            if frame.kind is Kind.STOP:
+                break
+            if frame.kind is Kind.RUN and self._pool is not None:
+                self._pool.submit(self._handle, frame)
+            else:
+                self._handle(frame)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _handle(self, frame: Frame) -> None:
+        try:
+            reply_kind, meta, payload = self._dispatch(frame)
+        except SealfnError as exc:
+            reply_kind, meta, payload = Kind.FAILURE, _failure(exc), b""
+        except Exception as exc:  # never let one bad request take the instance down
+            log.exception("unexpected error handling %s", frame.kind.name)
+            reply_kind, meta, payload = Kind.FAILURE, _failure(exc), b""
+        self._send(Frame(reply_kind, frame.request_id, meta, payload))
+
+    def _dispatch(self, frame: Frame) -> tuple[Kind, dict[str, Any], bytes]:
+        meta = frame.meta
+        if frame.kind is Kind.RUN:
+            return self._run(frame)
+        if frame.kind is Kind.LOAD:
+            model = self._host.load(str(meta["model"]), Path(str(meta["path"])))
+            return Kind.LOADED, {"model": model.name, "load_s": model.load_s}, b""
+        if frame.kind is Kind.UNLOAD:
+            self._host.unload(str(meta["model"]))
+            return Kind.UNLOADED, {"model": meta["model"]}, b""
+        raise ProtocolError(f"instance cannot handle frame kind {frame.kind.name}")
+
+    def _run(self, frame: Frame) -> tuple[Kind, dict[str, Any], bytes]:
+        """One batch: read inputs (zero-copy) → run → write outputs to the slot's out region."""
+        meta = frame.meta
+        slot = int(meta["slot"])
+        arena = self._arena
+        view = arena.view if arena is not None else None
+        if arena is not None:
+            arena.mark_started(slot)
+        started = time.perf_counter()
+        requests = [
+            {ref.name: read_tensor(ref, frame.payload, view) for ref in tensors_from_json(refs)}
+            for refs in meta["requests"]
+        ]
+        results = self._host.run_batch(str(meta["model"]), requests)
+        exec_s = time.perf_counter() - started
+        writer = self._writer(slot)
+        outputs = [
+            tensors_to_json(tuple(writer.add(name, value) for name, value in result.items()))
+            for result in results
+        ]
+        return Kind.RESULT, {"outputs": outputs, "exec_s": exec_s}, writer.payload()
+
+    def _writer(self, slot: int) -> TensorWriter:
+        arena = self._arena
+        if arena is None:
+            return TensorWriter(None, 0, self._inline)
+        start = arena.layout.out_offset(slot)
+        region = arena.view[start : start + arena.layout.slot_bytes]
+        return TensorWriter(region, start, self._inline)
+
+    def _send(self, frame: Frame) -> None:
+        data = frame.to_bytes()
+        with self._send_lock:
+            self._sock.sendall(data)
+
+    def _receive(self) -> Frame | None:
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= LENGTH.size:
+                (size,) = LENGTH.unpack_from(buffer)
+                end = LENGTH.size + size
+                if len(buffer) >= end:
+                    body = bytes(buffer[LENGTH.size : end])
+                    del buffer[:end]
+                    return Frame.from_bytes(body)
+            chunk = self._sock.recv(1 << 20)
+            if not chunk:
+                return None  # the gateway closed its end: exit quietly
+            buffer += chunk
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    kind = type(exc).__name__ if isinstance(exc, SealfnError) else "ModelError"
+    message = exc.message if isinstance(exc, SealfnError) else f"instance error: {exc}"
+    return {"error": kind, "message": message}

@@ -1,0 +1,88 @@
+"""The models an instance keeps loaded: onnxruntime sessions, and batched execution over them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sealfn.errors import InvalidInput, ModelError, NotFound
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    session: Any  # onnxruntime.InferenceSession
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    load_s: float
+
+
+class ModelHost:
+    """Holds onnxruntime sessions by model name; one instance may keep several."""
+
+    def __init__(self, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort  # imported here: the gateway never loads onnxruntime sessions
+
+        self._ort = ort
+        self._threads = intra_op_threads
+        self.models: dict[str, LoadedModel] = {}
+
+    def load(self, name: str, path: Path) -> LoadedModel:
+        start = time.perf_counter()
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
+        try:
+            session = self._ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own unrelated exception types
+            raise ModelError(f"model {name!r} cannot be loaded: {exc}") from exc
+        model = LoadedModel(
+            name,
+            session,
+            tuple(i.name for i in session.get_inputs()),
+            tuple(o.name for o in session.get_outputs()),
+            time.perf_counter() - start,
+        )
+        self.models[name] = model
+        return model
+
+    def unload(self, name: str) -> None:
+        self.models.pop(name, None)
+
+    def run_batch(
+        self, name: str, requests: Sequence[Mapping[str, np.ndarray]]
+    ) -> list[dict[str, np.ndarray]]:
+        """Run several requests as one batch along dim 0 and split the outputs back per request."""
+        model = self.models.get(name)
+        if model is None:
+            raise NotFound(f"model {name!r} is not loaded on this instance")
+        if len(requests) == 1:
+            return [self._run(model, requests[0])]
+        sizes = [_batch_size(request) for request in requests]
+        feeds = {
+            key: np.concatenate([request[key] for request in requests]) for key in model.input_names
+        }
+        outputs = self._run(model, feeds)
+        bounds = np.cumsum(sizes)[:-1]
+        split = {key: np.split(value, bounds) for key, value in outputs.items()}
+        return [{key: parts[i] for key, parts in split.items()} for i in range(len(requests))]
+
+    def _run(self, model: LoadedModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = model.session.run(None, dict(feeds))
+        except Exception as exc:  # onnxruntime's own exception types, translated here
+            raise InvalidInput(f"model {model.name!r} rejected the input: {exc}") from exc
+        return dict(zip(model.output_names, values, strict=True))
+
+
+def _batch_size(request: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(request.values()))
+    return int(first.shape[0]) if first.ndim else 1

@@ -1,0 +1,95 @@
+"""The gateway's end of an instance's socket: asyncio, frames matched to replies by request id."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from typing import Any
+
+from sealfn.errors import InstanceFailed, ProtocolError
+from sealfn.ipc.frames import LENGTH, MAX_FRAME, Frame, Kind
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._channel._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= LENGTH.size:
+            (size,) = LENGTH.unpack_from(buffer)
+            if size > MAX_FRAME:
+                self._channel._fail(ProtocolError(f"frame of {size} bytes refused"))
+                return
+            end = LENGTH.size + size
+            if len(buffer) < end:
+                return
+            body = bytes(buffer[LENGTH.size : end])
+            del buffer[:end]
+            self._channel._deliver(Frame.from_bytes(body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._channel._fail(InstanceFailed("instance connection closed"))
+
+
+class Channel:
+    """Request/reply over one socket; unsolicited frames (HELLO) go to ``inbox``."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._waiting: dict[int, asyncio.Future[Frame]] = {}
+        self._ids = itertools.count(1)
+        self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def connect(cls, sock: socket.socket) -> Channel:
+        channel = cls()
+        loop = asyncio.get_running_loop()
+        await loop.create_unix_connection(lambda: _Protocol(channel), sock=sock)
+        return channel
+
+    async def request(self, kind: Kind, meta: dict[str, Any], payload: bytes = b"") -> Frame:
+        """Send one frame and wait for the reply with the same request id."""
+        if self._transport is None or self.closed.done():
+            raise InstanceFailed("instance connection closed")
+        request_id = next(self._ids)
+        reply: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = reply
+        self._transport.write(Frame(kind, request_id, meta, payload).to_bytes())
+        try:
+            return await reply
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def send(self, kind: Kind, meta: dict[str, Any]) -> None:
+        """Send one frame that expects no reply (STOP)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(Frame(kind, 0, meta).to_bytes())
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _deliver(self, frame: Frame) -> None:
+        waiter = self._waiting.get(frame.request_id)
+        if waiter is None:
+            self.inbox.put_nowait(frame)
+        elif not waiter.done():
+            waiter.set_result(frame)
+
+    def _fail(self, error: Exception) -> None:
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._waiting.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._transport is not None:
+            self._transport.close()

@@ -1,0 +1,54 @@
+"""Moving numpy tensors through frames: small ones inline, large ones via a shared-memory region."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sealfn.errors import ProtocolError
+from sealfn.ipc.frames import TensorRef, Where
+
+_ALIGN = 64  # bytes; keeps arena tensors cache-line aligned for onnxruntime
+
+
+class TensorWriter:
+    """Packs tensors for one frame; large ones go into ``region`` (one slot's half of the arena)."""
+
+    def __init__(self, region: memoryview | None, region_offset: int, inline_limit: int) -> None:
+        self._region = region  # the slot's bytes; offsets in refs are arena-absolute
+        self._region_offset = region_offset
+        self._inline_limit = inline_limit
+        self._used = 0
+        self._chunks: list[bytes | memoryview] = []
+        self._inline = 0
+
+    def add(self, name: str, array: np.ndarray) -> TensorRef:
+        array = np.ascontiguousarray(array)
+        nbytes = array.nbytes
+        shape = tuple(int(d) for d in array.shape)
+        start = -(-self._used // _ALIGN) * _ALIGN
+        region = self._region
+        if nbytes > self._inline_limit and region is not None and start + nbytes <= len(region):
+            region[start : start + nbytes] = memoryview(array).cast("B")
+            self._used = start + nbytes
+            where, offset = Where.ARENA, self._region_offset + start
+        else:
+            self._chunks.append(memoryview(array).cast("B") if nbytes else b"")
+            where, offset = Where.INLINE, self._inline
+            self._inline += nbytes
+        return TensorRef(name, array.dtype.str, shape, where, offset, nbytes)
+
+    def payload(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+def read_tensor(ref: TensorRef, payload: bytes | memoryview, arena: memoryview | None) -> np.ndarray:
+    """A zero-copy numpy view of the tensor ``ref`` points at; raises ProtocolError if out of range."""
+    source = arena if ref.where is Where.ARENA else payload
+    if source is None or ref.offset < 0 or ref.offset + ref.nbytes > len(source):
+        raise ProtocolError(f"tensor {ref.name!r} points outside its buffer")
+    dtype = np.dtype(ref.dtype)
+    count = ref.nbytes // dtype.itemsize if dtype.itemsize else 0
+    if count != int(np.prod(ref.shape, dtype=np.int64)):
+        raise ProtocolError(f"tensor {ref.name!r}: {ref.nbytes} bytes do not fit shape {ref.shape}")
+    flat = np.frombuffer(source, dtype=dtype, count=count, offset=ref.offset)
+    return flat.reshape(ref.shape)

@@ -1,0 +1,111 @@
+"""The admin API the CLI uses: deploy, undeploy, list and status, as small JSON endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sealfn.config import FunctionSpec, ServerConfig
+from sealfn.errors import ConfigError, SealfnError
+from sealfn.runtime.cost import cost_report
+from sealfn.runtime.function import Function
+from sealfn.runtime.http import error_response, json_response, read_body
+from sealfn.runtime.metrics import Metrics
+from sealfn.runtime.pool import Pool
+from sealfn.runtime.registry import Registry
+
+SPEC_HEADER = "x-sealfn-spec"
+
+
+def routes(pool: Pool, registry: Registry, metrics: Metrics, config: ServerConfig) -> list[Route]:
+    async def deploy(request: Request) -> Response:
+        """PUT /admin/functions/{name}: body = the ONNX model, header x-sealfn-spec = settings."""
+        try:
+            spec = _spec(request)
+            model = await read_body(request, config.max_model_bytes)
+            if not model:
+                raise ConfigError("the request body must be the ONNX model")
+            created = spec.name not in pool.functions
+            deployment = await asyncio.to_thread(registry.save, spec, model)
+            function = pool.deploy(deployment.spec, deployment.model_path, deployment.signature)
+        except SealfnError as exc:
+            return error_response(exc)
+        return json_response(describe(function, config, time.monotonic()), 201 if created else 200)
+
+    async def undeploy(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            pool.function(name)
+            await asyncio.to_thread(registry.remove, name)
+            await pool.undeploy(name)
+        except SealfnError as exc:
+            return error_response(exc)
+        metrics.forget(name)
+        return json_response({"undeployed": name})
+
+    async def status(_: Request) -> Response:
+        now = time.monotonic()
+        functions = [describe(f, config, now) for f in pool.functions.values()]
+        return json_response({"functions": functions, "prices": vars(config.prices)})
+
+    async def get_function(request: Request) -> Response:
+        try:
+            function = pool.function(request.path_params["name"])
+        except SealfnError as exc:
+            return error_response(exc)
+        return json_response(describe(function, config, time.monotonic()))
+
+    return [
+        Route("/admin/status", status),
+        Route("/admin/functions", status),
+        Route("/admin/functions/{name}", deploy, methods=["PUT"]),
+        Route("/admin/functions/{name}", undeploy, methods=["DELETE"]),
+        Route("/admin/functions/{name}", get_function, methods=["GET"]),
+    ]
+
+
+def describe(function: Function, config: ServerConfig, now: float) -> dict[str, Any]:
+    """Everything `sealfn status` shows about one function."""
+    p50, p99 = function.percentiles()
+    report = cost_report(function.cost.gb_seconds(now), function.cost.requests, config.prices)
+    starts = list(function.cold_start_s)
+    return {
+        "name": function.name,
+        "spec": function.spec.to_dict(),
+        "signature": function.signature.to_dict(),
+        "instances": function.by_state(),
+        "instance_list": [
+            {"id": i.id, "state": i.state.value, "in_flight": i.in_flight, "models": sorted(i.models)}
+            for i in function.alive()
+        ],
+        "queue": len(function.queue),
+        "in_flight": function.in_flight_requests,
+        "requests": function.cost.requests,
+        "p50_ms": None if p50 is None else p50 * 1000,
+        "p99_ms": None if p99 is None else p99 * 1000,
+        "cold_starts": function.cold_starts,
+        "cold_start_ms": sum(starts) / len(starts) * 1000 if starts else None,
+        "gb_seconds": report.gb_seconds,
+        "usd": report.usd,
+        "usd_per_1000": report.usd_per_1000,
+    }
+
+
+def _spec(request: Request) -> FunctionSpec:
+    raw = request.headers.get(SPEC_HEADER, "{}")
+    try:
+        settings = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"header {SPEC_HEADER} is not valid JSON") from exc
+    if not isinstance(settings, dict):
+        raise ConfigError(f"header {SPEC_HEADER} must be a JSON object")
+    try:
+        return FunctionSpec.from_dict({**settings, "name": request.path_params["name"]})
+    except TypeError as exc:
+        raise ConfigError(f"invalid deployment settings: {exc}") from exc

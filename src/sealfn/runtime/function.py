@@ -1,0 +1,99 @@
+"""Per-function state the pool keeps: its spec, queue, instances, learned cost model and stats."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sealfn.config import FunctionSpec
+from sealfn.runtime.autoscaler import AutoscalerConfig, AutoscalerState, Sample
+from sealfn.runtime.batcher import BatchPolicy, ExecEstimate
+from sealfn.runtime.cost import CostMeter
+from sealfn.runtime.handle import InstanceHandle
+from sealfn.runtime.lifecycle import ALIVE, SERVING, InstanceState
+from sealfn.signature import ModelSignature
+
+LATENCY_WINDOW = 8192  # requests kept for p50/p99
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """One queued request: its input tensors and the future its caller awaits."""
+
+    inputs: Mapping[str, np.ndarray]
+    arrived: float
+    future: asyncio.Future[dict[str, np.ndarray]]
+    attempts: int = 0
+
+
+@dataclass(eq=False)
+class Function:
+    """A deployed function: everything the data and control loops need about it."""
+
+    spec: FunctionSpec
+    model_path: Path
+    signature: ModelSignature
+    queue: deque[Pending] = field(default_factory=deque)
+    instances: dict[str, InstanceHandle] = field(default_factory=dict)
+    estimate: ExecEstimate = field(default_factory=ExecEstimate)
+    scaler: AutoscalerState = field(default_factory=AutoscalerState)
+    samples: deque[Sample] = field(default_factory=deque)
+    cost: CostMeter = field(default_factory=CostMeter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    cold_start_s: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    last_request_at: float | None = None
+    in_flight_requests: int = 0
+    cold_starts: int = 0
+    failures: int = 0
+    start_failures: int = 0  # consecutive instance starts that failed
+    removed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def policy(self) -> BatchPolicy:
+        # A model without a dynamic batch dimension cannot be batched along dim 0.
+        batch = self.spec.max_batch if self.signature.batchable else 1
+        return BatchPolicy(max_batch=batch, slo_s=self.spec.slo_ms / 1000.0)
+
+    def scaler_config(self, stable_s: float, panic_s: float, threshold: float) -> AutoscalerConfig:
+        return AutoscalerConfig(
+            # an instance absorbs `concurrency` batches of up to `max_batch` requests at once
+            target_concurrency=float(self.spec.concurrency * self.policy.max_batch),
+            min_instances=self.spec.min_instances,
+            max_instances=self.spec.max_instances,
+            keep_alive_s=self.spec.keep_alive_s,
+            stable_window_s=stable_s,
+            panic_window_s=panic_s,
+            panic_threshold=threshold,
+        )
+
+    def alive(self) -> list[InstanceHandle]:
+        return [i for i in self.instances.values() if i.state in ALIVE]
+
+    def active(self) -> list[InstanceHandle]:
+        """Instances that serve or will serve soon (not draining)."""
+        return [i for i in self.alive() if i.state is not InstanceState.DRAINING]
+
+    def serving(self) -> list[InstanceHandle]:
+        return [i for i in self.instances.values() if i.state in SERVING]
+
+    def by_state(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in InstanceState if state is not InstanceState.GONE}
+        for instance in self.alive():
+            counts[instance.state.value] += 1
+        return counts
+
+    def percentiles(self) -> tuple[float | None, float | None]:
+        """(p50, p99) of recent request latencies, in seconds."""
+        if not self.latencies:
+            return None, None
+        p50, p99 = np.percentile(np.fromiter(self.latencies, dtype=np.float64), [50, 99])
+        return float(p50), float(p99)

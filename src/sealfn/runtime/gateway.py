@@ -1,0 +1,155 @@
+"""The gateway: KServe v2 Open Inference Protocol, Prometheus metrics and the admin API on Starlette."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sealfn import __version__
+from sealfn.config import ServerConfig
+from sealfn.errors import InvalidInput, SealfnError
+from sealfn.runtime import admin, oip
+from sealfn.runtime.executors.base import Executor
+from sealfn.runtime.executors.local import LocalExecutor
+from sealfn.runtime.http import error_response, json_response, read_body
+from sealfn.runtime.metrics import CONTENT_TYPE, Metrics
+from sealfn.runtime.pool import Pool
+from sealfn.runtime.registry import Registry
+from sealfn.signature import ModelSignature, datatype_of, validate
+
+log = logging.getLogger("sealfn.gateway")
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class Gateway:
+    """Holds the pool, registry and metrics; its methods are the HTTP endpoints."""
+
+    def __init__(self, config: ServerConfig, executor: Executor | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.registry = Registry(config.state_dir)
+        self.pool = Pool(config, executor or LocalExecutor(), self.metrics)
+        self.metrics.watch(lambda: list(self.pool.functions.values()), time.monotonic, config.prices)
+        self.ready = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        self.registry.cleanup()
+        for deployment in self.registry.load_all():
+            self.pool.deploy(deployment.spec, deployment.model_path, deployment.signature)
+        await self.pool.start()
+        self.ready = True
+        try:
+            yield
+        finally:
+            self.ready = False
+            await self.pool.close()
+
+    # ---- Open Inference Protocol -----------------------------------------------------------
+
+    async def infer(self, request: Request) -> Response:
+        """Decode → validate → queue on the pool → encode; errors mapped in one place."""
+        name = request.path_params["name"]
+        started = time.perf_counter()
+        code = 200
+        try:
+            function = self.pool.function(name)
+            body = await read_body(request, self.config.max_body_bytes)
+            parsed = oip.decode_request(body, _header_length(request))
+            validate(parsed.inputs, function.signature)
+            _check_outputs(parsed, function.signature)
+            outputs = await self.pool.infer(name, {t.name: t.data for t in parsed.inputs})
+            response = oip.InferResponse(name, "1", parsed.id, _select(outputs, parsed))
+            content, headers = oip.encode_response(response, parsed)
+            return Response(content, headers=headers)
+        except SealfnError as exc:
+            reply = error_response(exc)
+            code = reply.status_code
+            return reply
+        finally:
+            if name in self.pool.functions:
+                self.metrics.request(name, code, time.perf_counter() - started)
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            function = self.pool.function(request.path_params["name"])
+        except SealfnError as exc:
+            return error_response(exc)
+        return json_response(oip.model_metadata(function.name, function.signature))
+
+    async def model_ready(self, request: Request) -> Response:
+        # Scale-from-zero: a deployed function is ready even with no instance running.
+        name = request.path_params["name"]
+        ready = self.ready and name in self.pool.functions
+        return json_response({"name": name, "ready": ready}, 200 if ready else 404)
+
+    async def server_metadata(self, _: Request) -> Response:
+        return json_response(
+            {"name": "sealfn", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def live(self, _: Request) -> Response:
+        return json_response({"live": True})
+
+    async def server_ready(self, _: Request) -> Response:
+        return json_response({"ready": self.ready}, 200 if self.ready else 503)
+
+    async def prometheus(self, _: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        return [
+            Route("/v2", self.server_metadata),
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.server_ready),
+            Route(model, self.model_metadata),
+            Route(versioned, self.model_metadata),
+            Route(f"{model}/ready", self.model_ready),
+            Route(f"{versioned}/ready", self.model_ready),
+            Route(f"{model}/infer", self.infer, methods=["POST"]),
+            Route(f"{versioned}/infer", self.infer, methods=["POST"]),
+            Route("/metrics", self.prometheus),
+            *admin.routes(self.pool, self.registry, self.metrics, self.config),
+        ]
+
+
+def create_app(config: ServerConfig, executor: Executor | None = None) -> Starlette:
+    gateway = Gateway(config, executor)
+    app = Starlette(routes=gateway.routes(), lifespan=gateway.lifespan)
+    app.state.gateway = gateway
+    return app
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get(HEADER_LENGTH)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidInput(f"{HEADER_LENGTH} {raw!r} is not a number")
+    return int(raw)
+
+
+def _check_outputs(parsed: oip.InferRequest, signature: ModelSignature) -> None:
+    known = [spec.name for spec in signature.outputs]
+    missing = [o.name for o in parsed.outputs if o.name not in known]
+    if missing:
+        raise InvalidInput(f"unknown output(s) {missing}; the model has {known}")
+
+
+def _select(outputs: dict[str, np.ndarray], parsed: oip.InferRequest) -> tuple[oip.Tensor, ...]:
+    """The outputs the request asked for (all when it named none), as OIP tensors."""
+    names = [o.name for o in parsed.outputs] or list(outputs)
+    return tuple(
+        oip.Tensor(name, datatype_of(outputs[name].dtype), outputs[name].shape, outputs[name])
+        for name in names
+    )

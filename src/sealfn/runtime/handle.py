@@ -1,0 +1,134 @@
+"""The gateway's handle on one instance: its lifecycle state, slots, loaded models and channel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from sealfn import errors
+from sealfn.errors import InstanceFailed, ProtocolError, SealfnError
+from sealfn.ipc.channel import Channel
+from sealfn.ipc.frames import Frame, Kind, tensors_from_json, tensors_to_json
+from sealfn.ipc.tensors import TensorWriter, read_tensor
+from sealfn.runtime.executors.base import Worker
+from sealfn.runtime.lifecycle import Event, InstanceState, next_state
+from sealfn.runtime.router import InstanceView
+
+Tensors = Mapping[str, np.ndarray]
+
+
+class InstanceHandle:
+    """State the pool keeps per instance; ``run`` moves one batch there and back."""
+
+    def __init__(self, instance_id: str, capacity: int, memory_mb: int, now: float) -> None:
+        self.id = instance_id
+        self.capacity = capacity
+        self.memory_mb = memory_mb
+        self.state = InstanceState.STARTING
+        self.in_flight = 0  # batches
+        self.models: set[str] = set()
+        self.spawned_at = now
+        self.ready_at: float | None = None
+        self.last_used = now
+        self.worker: Worker | None = None
+        self._free_slots = list(range(capacity - 1, -1, -1))
+
+    def view(self) -> InstanceView:
+        return InstanceView(
+            self.id, self.state, frozenset(self.models), self.in_flight, self.capacity, self.last_used
+        )
+
+    def transition(self, event: Event) -> None:
+        self.state = next_state(self.state, event, self.in_flight)
+
+    async def load(self, model: str, path: str) -> float:
+        """Load ``model`` from ``path``; returns the instance's own load time in seconds."""
+        reply = await self._channel().request(Kind.LOAD, {"model": model, "path": path})
+        _raise_failure(reply)
+        self.models.add(model)
+        return float(reply.meta["load_s"])
+
+    def reserve(self, now: float) -> None:
+        self.in_flight += 1
+        self.last_used = now
+        self.transition(Event.DISPATCH)
+
+    def release(self, now: float) -> None:
+        self.in_flight -= 1
+        self.last_used = now
+        if self.state is not InstanceState.GONE:
+            self.transition(Event.DRAINED_WORK)
+
+    async def run(
+        self, model: str, requests: Sequence[Tensors], inline_bytes: int
+    ) -> tuple[list[dict[str, np.ndarray]], float]:
+        """Run one batch; per-request outputs and the instance's execution seconds."""
+        slot = self._free_slots.pop()
+        try:
+            return await self._run_in_slot(slot, model, requests, inline_bytes)
+        finally:
+            self._free_slots.append(slot)
+
+    async def _run_in_slot(
+        self, slot: int, model: str, requests: Sequence[Tensors], inline_bytes: int
+    ) -> tuple[list[dict[str, np.ndarray]], float]:
+        arena = self.worker.arena if self.worker is not None else None
+        if arena is not None:
+            arena.mark_started(slot, False)
+            start = arena.layout.in_offset(slot)
+            region = arena.view[start : start + arena.layout.slot_bytes]
+            writer = TensorWriter(region, start, inline_bytes)
+        else:
+            writer = TensorWriter(None, 0, inline_bytes)
+        refs = [
+            tensors_to_json(tuple(writer.add(n, a) for n, a in request.items()))
+            for request in requests
+        ]
+        meta = {"model": model, "slot": slot, "requests": refs}
+        try:
+            reply = await self._channel().request(Kind.RUN, meta, writer.payload())
+        except InstanceFailed as exc:
+            started = arena is not None and arena.started(slot)
+            raise BatchLost(started) from exc
+        _raise_failure(reply)
+        view = arena.view if arena is not None else None
+        outputs = [
+            # copy: the slot's out region is reused by the next batch
+            {ref.name: read_tensor(ref, reply.payload, view).copy() for ref in tensors_from_json(o)}
+            for o in reply.meta["outputs"]
+        ]
+        return outputs, float(reply.meta["exec_s"])
+
+    def _channel(self) -> Channel:
+        if self.worker is None:
+            raise InstanceFailed(f"instance {self.id} is not running")
+        return self.worker.channel
+
+
+class BatchLost(InstanceFailed):
+    """The instance died with a batch in flight; ``started`` tells whether it had begun running."""
+
+    def __init__(self, started: bool) -> None:
+        super().__init__("the instance serving this request crashed while running it")
+        self.started = started
+
+
+_FAILURES: dict[str, type[SealfnError]] = {
+    name: cls
+    for name, cls in vars(errors).items()
+    if isinstance(cls, type) and issubclass(cls, SealfnError)
+}
+
+
+def _raise_failure(reply: Frame) -> None:
+    if reply.kind is not Kind.FAILURE:
+        return
+    cls = _FAILURES.get(str(reply.meta.get("error")), errors.ModelError)
+    raise cls(str(reply.meta.get("message", "instance error")))
+
+
+def check_reply(reply: Frame, expected: Kind) -> None:
+    _raise_failure(reply)
+    if reply.kind is not expected:
+        raise ProtocolError(f"expected {expected.name} from instance, got {reply.kind.name}")

@@ -1,0 +1,74 @@
+"""HTTP plumbing shared by the gateway's routes: the one error→status table and bounded bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sealfn.errors import (
+    ConfigError,
+    Conflict,
+    DeadlineExceeded,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    PayloadTooLarge,
+    SealfnError,
+    Unavailable,
+)
+
+log = logging.getLogger("sealfn.gateway")
+
+# The one place errors become HTTP status codes; the most specific class wins (MRO order).
+STATUS: dict[type[SealfnError], int] = {
+    PayloadTooLarge: 413,
+    InvalidInput: 400,
+    ConfigError: 400,
+    NotFound: 404,
+    Conflict: 409,
+    ModelError: 422,
+    Unavailable: 503,
+    DeadlineExceeded: 504,
+    SealfnError: 500,
+}
+
+
+def status_for(error: SealfnError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(error: SealfnError) -> Response:
+    status = status_for(error)
+    if status >= 500:
+        log.warning("%s: %s", type(error).__name__, error.message)
+    return json_response({"error": error.message}, status)
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    body = json.dumps(content, separators=(",", ":")).encode()
+    return Response(body, status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput(f"content-length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"body of {int(declared)} bytes exceeds the {limit}-byte limit")
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)

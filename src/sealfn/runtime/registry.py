@@ -1,0 +1,89 @@
+"""Deployments on disk, so they survive a restart of `sealfn serve`: one folder per function."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sealfn.config import FunctionSpec, check_name
+from sealfn.errors import ConfigError, NotFound
+from sealfn.signature import ModelSignature, signature_from_onnx
+
+MODEL_FILE = "model.onnx"
+SPEC_FILE = "function.json"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    spec: FunctionSpec
+    model_path: Path
+    signature: ModelSignature
+
+
+class Registry:
+    """``<state_dir>/functions/<name>/{model.onnx,function.json}``, written atomically."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "functions"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, spec: FunctionSpec, model: bytes) -> Deployment:
+        """Validate the model, then replace the function's folder in one rename (no partial state)."""
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
+        try:
+            (staging / MODEL_FILE).write_bytes(model)
+            signature = signature_from_onnx(staging / MODEL_FILE)
+            record = {"spec": spec.to_dict(), "signature": signature.to_dict()}
+            (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
+            _fsync_dir(staging)
+            target = self.root / spec.name
+            if target.exists():
+                # Instances of the old version may still read their model: move it aside first.
+                retired = Path(tempfile.mkdtemp(prefix=f".{spec.name}.old.", dir=self.root))
+                os.replace(target, retired / "old")
+                os.replace(staging, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return Deployment(spec, target / MODEL_FILE, signature)
+
+    def remove(self, name: str) -> None:
+        target = self.root / check_name(name)
+        if not target.exists():
+            raise NotFound(f"function {name!r} is not deployed")
+        shutil.rmtree(target)
+
+    def load_all(self) -> Iterator[Deployment]:
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".") or not (folder / SPEC_FILE).exists():
+                continue
+            yield self._load(folder)
+
+    def cleanup(self) -> None:
+        """Remove staging folders left by a crash mid-deploy."""
+        for folder in self.root.iterdir():
+            if folder.name.startswith("."):
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _load(self, folder: Path) -> Deployment:
+        try:
+            record = json.loads((folder / SPEC_FILE).read_text())
+            spec = FunctionSpec.from_dict(record["spec"])
+            signature = ModelSignature.from_dict(record["signature"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"deployment record {folder / SPEC_FILE} is unreadable") from exc
+        return Deployment(spec, folder / MODEL_FILE, signature)
+
+
+def _fsync_dir(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
