@@ -97,8 +97,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     settings: dict[str, Any] = {}
-    for flag in ("min-instances", "max-instances", "keep-alive", "max-batch", "slo-ms",
-                 "memory-mb", "concurrency", "group"):
+    for flag in (
+        "min-instances",
+        "max-instances",
+        "keep-alive",
+        "max-batch",
+        "slo-ms",
+        "memory-mb",
+        "concurrency",
+        "group",
+    ):
         value = getattr(args, flag.replace("-", "_"))
         if value is not None:
             settings[_spec_key(flag)] = value
@@ -143,7 +151,7 @@ def _undeploy(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from sealfn.demo import run_demo
 
-    return run_demo(args.workdir, requests=args.requests)
+    return int(run_demo(args.workdir, requests=args.requests))
 
 
 if __name__ == "__main__":

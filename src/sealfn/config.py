@@ -107,6 +107,12 @@ class ServerConfig:
         _check_float("stable_window_s", self.stable_window_s, 0.1, 3600.0)
         _check_float("panic_window_s", self.panic_window_s, 0.05, 3600.0)
         _check_float("request_timeout_s", self.request_timeout_s, 0.01, 86400.0)
+        _check_float("panic_threshold", self.panic_threshold, 1.0, 1000.0)
+        if self.panic_window_s > self.stable_window_s:
+            raise ConfigError(
+                f"panic_window_s={self.panic_window_s} must not exceed "
+                f"stable_window_s={self.stable_window_s}"
+            )
 
     @classmethod
     def from_env(cls, prefix: str = "SEALFN_", **overrides: Any) -> ServerConfig:

@@ -2,11 +2,11 @@
 
     SealfnError
     ├── ConfigError            a setting or deployment spec is invalid          (400)
-    ├── InvalidInput           a request does not match the model's signature   (400)
+    ├── InvalidInput           a request does not fit the model's signature     (400)
     │   └── PayloadTooLarge    a body is over the configured limit              (413)
     ├── NotFound               unknown function / model                         (404)
     ├── Conflict               the request clashes with current state           (409)
-    ├── ModelError             a model cannot be loaded or run                  (422 on deploy, 500 on run)
+    ├── ModelError             a model cannot be loaded or run                  (422)
     ├── Unavailable            no capacity / instance lost mid-request          (503)
     │   └── InstanceFailed     the instance serving the request died
     ├── DeadlineExceeded       waited longer than the request timeout           (504)

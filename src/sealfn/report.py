@@ -6,8 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 STATUS_COLUMNS = (
-    "function", "starting", "warm", "idle", "draining", "queue", "requests",
-    "p50 ms", "p99 ms", "cold starts", "cold ms", "GB-s", "USD", "USD/1k",
+    "function",
+    "starting",
+    "warm",
+    "idle",
+    "draining",
+    "queue",
+    "requests",
+    "p50 ms",
+    "p99 ms",
+    "cold starts",
+    "cold ms",
+    "GB-s",
+    "USD",
+    "USD/1k",
 )
 
 
@@ -26,11 +38,24 @@ def status_table(functions: Sequence[dict[str, Any]]) -> str:
     rows = []
     for f in functions:
         states = f["instances"]
-        rows.append([
-            f["name"], states["starting"], states["warm"], states["idle"], states["draining"],
-            f["queue"], f["requests"], f["p50_ms"], f["p99_ms"], f["cold_starts"],
-            f["cold_start_ms"], f["gb_seconds"], f["usd"], f["usd_per_1000"],
-        ])
+        rows.append(
+            [
+                f["name"],
+                states["starting"],
+                states["warm"],
+                states["idle"],
+                states["draining"],
+                f["queue"],
+                f["requests"],
+                f["p50_ms"],
+                f["p99_ms"],
+                f["cold_starts"],
+                f["cold_start_ms"],
+                f["gb_seconds"],
+                f["usd"],
+                f["usd_per_1000"],
+            ]
+        )
     return table(STATUS_COLUMNS, rows)
 
 

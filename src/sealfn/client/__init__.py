@@ -90,7 +90,9 @@ class Client:
         try:
             reply = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
-            raise Unavailable(f"cannot reach sealfn at {self.url}: is `sealfn serve` running?") from exc
+            raise Unavailable(
+                f"cannot reach sealfn at {self.url}: is `sealfn serve` running?"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(f"{method} {path} timed out") from exc
         if reply.status_code >= 400:
@@ -100,4 +102,3 @@ class Client:
                 message = reply.text
             raise _ERRORS.get(reply.status_code, SealfnError)(message)
         return reply
-

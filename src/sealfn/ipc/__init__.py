@@ -1,1 +1,1 @@
-"""Gateway-instance IPC: versioned frames over a socket pair, large tensors through shared memory."""
+"""Gateway-instance IPC: versioned frames over a socket pair, big tensors in shared memory."""

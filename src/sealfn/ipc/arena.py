@@ -1,10 +1,11 @@
 """Shared-memory arena: an anonymous memfd mapped by the gateway and one instance.
 
-The arena is split into ``slots`` pairs of (in, out) regions; a batch running in slot ``i`` reads its
-large inputs from ``in[i]`` and writes its large outputs to ``out[i]``. The gateway hands a slot to
-one batch at a time, so the two processes never write the same bytes concurrently. The first bytes of
-the arena are a per-slot "started" flag the instance sets when it begins running a batch: after a
-crash the gateway reads it to tell a request that never started (safe to retry) from one that did.
+The arena is split into ``slots`` pairs of (in, out) regions; a batch running in slot ``i`` reads
+its large inputs from ``in[i]`` and writes its large outputs to ``out[i]``. The gateway hands a slot
+to one batch at a time, so the two processes never write the same bytes concurrently. The first
+bytes of the arena are a per-slot "started" flag the instance sets when it begins running a batch:
+after a crash the gateway reads it to tell a request that never started (safe to retry) from one
+that did.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ArenaLayout:
 
 
 class Arena:
-    """A mapped arena; created by the gateway (``create``) and attached by the instance (``attach``)."""
+    """A mapped arena: the gateway calls ``create``; the instance maps the fd it inherited."""
 
     def __init__(self, fd: int, layout: ArenaLayout) -> None:
         self.fd = fd

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sealfn.errors import ProtocolError
+from sealfn.errors import InvalidInput, ProtocolError
 from sealfn.ipc.frames import TensorRef, Where
 
 _ALIGN = 64  # bytes; keeps arena tensors cache-line aligned for onnxruntime
@@ -23,16 +23,20 @@ class TensorWriter:
 
     def add(self, name: str, array: np.ndarray) -> TensorRef:
         array = np.ascontiguousarray(array)
+        if array.dtype.hasobject:
+            raise InvalidInput(
+                f"tensor {name!r}: BYTES tensors cannot be served by onnxruntime yet"
+            )
         nbytes = array.nbytes
         shape = tuple(int(d) for d in array.shape)
         start = -(-self._used // _ALIGN) * _ALIGN
         region = self._region
         if nbytes > self._inline_limit and region is not None and start + nbytes <= len(region):
-            region[start : start + nbytes] = memoryview(array).cast("B")
+            region[start : start + nbytes] = _raw(array)
             self._used = start + nbytes
             where, offset = Where.ARENA, self._region_offset + start
         else:
-            self._chunks.append(memoryview(array).cast("B") if nbytes else b"")
+            self._chunks.append(_raw(array) if nbytes else b"")
             where, offset = Where.INLINE, self._inline
             self._inline += nbytes
         return TensorRef(name, array.dtype.str, shape, where, offset, nbytes)
@@ -41,8 +45,10 @@ class TensorWriter:
         return b"".join(self._chunks)
 
 
-def read_tensor(ref: TensorRef, payload: bytes | memoryview, arena: memoryview | None) -> np.ndarray:
-    """A zero-copy numpy view of the tensor ``ref`` points at; raises ProtocolError if out of range."""
+def read_tensor(
+    ref: TensorRef, payload: bytes | memoryview, arena: memoryview | None
+) -> np.ndarray:
+    """A zero-copy numpy view of the tensor ``ref`` points at; ProtocolError if out of range."""
     source = arena if ref.where is Where.ARENA else payload
     if source is None or ref.offset < 0 or ref.offset + ref.nbytes > len(source):
         raise ProtocolError(f"tensor {ref.name!r} points outside its buffer")
@@ -52,3 +58,8 @@ def read_tensor(ref: TensorRef, payload: bytes | memoryview, arena: memoryview |
         raise ProtocolError(f"tensor {ref.name!r}: {ref.nbytes} bytes do not fit shape {ref.shape}")
     flat = np.frombuffer(source, dtype=dtype, count=count, offset=ref.offset)
     return flat.reshape(ref.shape)
+
+
+def _raw(array: np.ndarray) -> memoryview:
+    """The array's bytes, without a copy (the array is C-contiguous)."""
+    return memoryview(array).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers

@@ -81,7 +81,12 @@ def describe(function: Function, config: ServerConfig, now: float) -> dict[str, 
         "signature": function.signature.to_dict(),
         "instances": function.by_state(),
         "instance_list": [
-            {"id": i.id, "state": i.state.value, "in_flight": i.in_flight, "models": sorted(i.models)}
+            {
+                "id": i.id,
+                "state": i.state.value,
+                "in_flight": i.in_flight,
+                "models": sorted(i.models),
+            }
             for i in function.alive()
         ],
         "queue": len(function.queue),

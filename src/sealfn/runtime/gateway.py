@@ -1,4 +1,4 @@
-"""The gateway: KServe v2 Open Inference Protocol, Prometheus metrics and the admin API on Starlette."""
+"""The gateway: KServe v2 Open Inference Protocol, Prometheus metrics and the admin API."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ class Gateway:
         self.metrics = Metrics()
         self.registry = Registry(config.state_dir)
         self.pool = Pool(config, executor or LocalExecutor(), self.metrics)
-        self.metrics.watch(lambda: list(self.pool.functions.values()), time.monotonic, config.prices)
+        self.metrics.watch(
+            lambda: list(self.pool.functions.values()), time.monotonic, config.prices
+        )
         self.ready = False
 
     @contextlib.asynccontextmanager

@@ -36,7 +36,12 @@ class InstanceHandle:
 
     def view(self) -> InstanceView:
         return InstanceView(
-            self.id, self.state, frozenset(self.models), self.in_flight, self.capacity, self.last_used
+            self.id,
+            self.state,
+            frozenset(self.models),
+            self.in_flight,
+            self.capacity,
+            self.last_used,
         )
 
     def transition(self, event: Event) -> None:

@@ -1,7 +1,8 @@
-"""Prometheus metrics: counters and histograms on the hot path, gauges read from the pool on scrape."""
+"""Prometheus metrics: counters on the hot path, gauges read from the pool on each scrape."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,10 @@ class Metrics:
         self.cold_start_seconds.labels(function).observe(seconds)
 
     def watch(
-        self, functions: Callable[[], list[Function]], clock: Callable[[], float], prices: PriceConfig
+        self,
+        functions: Callable[[], list[Function]],
+        clock: Callable[[], float],
+        prices: PriceConfig,
     ) -> None:
         """Report the pool's gauges (queue, instances, cost) from ``functions()`` on each scrape."""
         self.registry.register(_PoolCollector(functions, clock, prices))
@@ -79,15 +83,16 @@ class Metrics:
     def forget(self, function: str) -> None:
         """Drop the per-function series of an undeployed function."""
         for metric in (self.latency, self.batch_size, self.cold_starts, self.cold_start_seconds):
-            try:
+            with contextlib.suppress(KeyError):
                 metric.remove(function)
-            except KeyError:
-                pass
 
 
 class _PoolCollector(Collector):
     def __init__(
-        self, functions: Callable[[], list[Function]], clock: Callable[[], float], prices: PriceConfig
+        self,
+        functions: Callable[[], list[Function]],
+        clock: Callable[[], float],
+        prices: PriceConfig,
     ) -> None:
         self._functions = functions
         self._clock = clock
@@ -104,7 +109,9 @@ class _PoolCollector(Collector):
         gb_s = GaugeMetricFamily(
             "sealfn_gb_seconds", "Billed memory x lifetime of instances", labels=["function"]
         )
-        usd = GaugeMetricFamily("sealfn_cost_usd", "Cost at the configured prices", ["function"])
+        usd = GaugeMetricFamily(
+            "sealfn_cost_usd", "Cost at the configured prices", labels=["function"]
+        )
         now = self._clock()
         for function in self._functions():
             name = function.name
@@ -112,7 +119,9 @@ class _PoolCollector(Collector):
             in_flight.add_metric([name], function.in_flight_requests)
             for state, count in function.by_state().items():
                 instances.add_metric([name, state], count)
-            report = cost_report(function.cost.gb_seconds(now), function.cost.requests, self._prices)
+            report = cost_report(
+                function.cost.gb_seconds(now), function.cost.requests, self._prices
+            )
             gb_s.add_metric([name], report.gb_seconds)
             usd.add_metric([name], report.usd)
         yield from (queue, in_flight, instances, gb_s, usd)

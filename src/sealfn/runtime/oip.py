@@ -325,6 +325,8 @@ def _from_json(data: object, datatype: str, shape: tuple[int, ...], label: str) 
     _check_count(raw.size, count, shape, label)
     if count == 0:
         return _empty(shape, dtype, label)
+    if raw.dtype.kind == "f" and dtype.kind in "iu" and _all_ints(data):
+        raw = _exact_ints(data, dtype, datatype, label)  # numpy made floats of int64 + uint64
     if raw.dtype.kind not in _JSON_KINDS[datatype]:
         found = _KIND_NAMES.get(raw.dtype.kind, "mixed or non-numeric")
         raise InvalidInput(f"{label}: 'data' holds {found} values, not valid for {datatype}")
@@ -344,6 +346,17 @@ def _narrow(raw: Array, dtype: np.dtype[Any], datatype: str, label: str) -> Arra
         except FloatingPointError:
             raise InvalidInput(f"{label}: a value is out of range for {datatype}") from None
     return raw.astype(dtype, copy=False)
+
+
+def _all_ints(data: list[Any]) -> bool:
+    return all(type(item) is int for item in _flatten(data))
+
+
+def _exact_ints(data: list[Any], dtype: np.dtype[Any], datatype: str, label: str) -> Array:
+    try:
+        return np.array(data, dtype=dtype)
+    except OverflowError:
+        raise InvalidInput(f"{label}: a value is out of range for {datatype}") from None
 
 
 def _json_bytes(data: list[Any], label: str) -> list[bytes]:

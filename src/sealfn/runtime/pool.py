@@ -12,8 +12,9 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,9 @@ class Pool:
     def _start_instance(self, function: Function, reason: str) -> None:
         now = self.clock()
         instance_id = f"{function.name}-{next(self._ids)}"
-        instance = InstanceHandle(instance_id, function.spec.concurrency, function.spec.memory_mb, now)
+        instance = InstanceHandle(
+            instance_id, function.spec.concurrency, function.spec.memory_mb, now
+        )
         function.instances[instance_id] = instance
         function.cost.instance_started(instance_id, function.spec.memory_mb, now)
         log.info("starting instance %s (%s)", instance_id, reason)
@@ -304,9 +307,9 @@ class Pool:
         self._after_release(function, instance)
 
     def _after_release(self, function: Function, instance: InstanceHandle) -> None:
-        if instance.state is InstanceState.DRAINING and instance.in_flight == 0:
-            if instance.worker is not None:
-                instance.worker.channel.send(Kind.STOP, {})
+        draining = instance.state is InstanceState.DRAINING
+        if draining and instance.in_flight == 0 and instance.worker is not None:
+            instance.worker.channel.send(Kind.STOP, {})
 
     async def _wait_gone(self, instances: list[InstanceHandle]) -> None:
         for _ in range(int(2 * STOP_GRACE_S / 0.02)):
@@ -338,8 +341,12 @@ class Pool:
         )
         active = function.active()
         decision = autoscaler.decide(
-            tuple(function.samples), len(active), function.last_request_at, scaler,
-            function.scaler, now,
+            tuple(function.samples),
+            len(active),
+            function.last_request_at,
+            scaler,
+            function.scaler,
+            now,
         )
         function.scaler = decision.state
         self._pump(function)  # safety net: requests requeued while nothing triggered a pump
@@ -353,11 +360,10 @@ class Pool:
                 log.info("retiring instance %s (%s)", instance.id, decision.reason)
                 self._retire(function, instance)
 
-    def _spawn(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
 
 
 def _fail(pending: Pending, error: SealfnError) -> None:

@@ -33,7 +33,7 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def save(self, spec: FunctionSpec, model: bytes) -> Deployment:
-        """Validate the model, then replace the function's folder in one rename (no partial state)."""
+        """Validate the model, then swap the function's folder in by rename (no partial state)."""
         staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
         try:
             (staging / MODEL_FILE).write_bytes(model)

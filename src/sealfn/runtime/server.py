@@ -1,4 +1,4 @@
-"""`sealfn serve`: the gateway on uvicorn (uvloop + httptools), foreground, clean shutdown on signals."""
+"""`sealfn serve`: the gateway on uvicorn (uvloop + httptools), stopped cleanly by signals."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sealfn.runtime.gateway import create_app
 
 
 def serve(config: ServerConfig, log_level: str = "warning") -> None:
-    """Run until SIGINT/SIGTERM; uvicorn then drains connections and the lifespan stops instances."""
+    """Run until SIGINT/SIGTERM; then uvicorn drains connections and the pool stops instances."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     config.state_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(config)

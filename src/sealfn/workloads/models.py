@@ -131,14 +131,14 @@ def build_examples(directory: Path, *, force: bool = False) -> dict[str, Example
     """Build every example model into ``directory``, reusing files a sidecar says are current."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    examples = {}
+    examples: dict[str, ExampleModel] = {}
     for name, recipe in _RECIPES.items():
         path = directory / recipe.filename
-        cached = None if force else _load_cached(name, path, recipe)
-        if cached is None:
-            cached = recipe.build(path, **recipe.params)
-            _write_sidecar(cached, recipe)
-        examples[name] = cached
+        example = None if force else _load_cached(name, path, recipe)
+        if example is None:
+            example = recipe.build(path, **recipe.params)
+            _write_sidecar(example, recipe)
+        examples[name] = example
     return examples
 
 

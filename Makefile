@@ -1,0 +1,40 @@
+# sealfn — every target sets up what it needs; a fresh machine needs only Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv demo test test-slow test-all check bench bench-env clean
+
+all: check test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[models,dev]'
+	touch $(STAMP)
+
+demo: venv  ## build example models, serve, deploy, exercise cold/warm/batching/scale-to-zero
+	$(BIN)/sealfn demo
+
+test: venv  ## the default suite (slow end-to-end runs excluded: make test-slow)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: venv
+	$(BIN)/python -m pytest -m slow
+
+test-all: venv
+	$(BIN)/python -m pytest
+
+check: venv  ## format, lint, types
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy --strict src
+
+bench: venv  ## side-by-side serving benchmark (Ray Serve in its own venv): JSON + PNG in benchmarks/results
+	$(BIN)/python benchmarks/serving.py
+
+clean:
+	rm -rf $(VENV) .venv-bench .sealfn .sealfn-demo .mypy_cache .ruff_cache .pytest_cache

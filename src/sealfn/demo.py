@@ -1,0 +1,167 @@
+"""`make demo`: the runtime end to end on the embedded default, narrated."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sealfn.client import Client
+from sealfn.report import status_table, table
+from sealfn.workloads.models import ExampleModel, build_examples
+
+KEEP_ALIVE_S = 4.0
+
+
+def run_demo(workdir: Path, requests: int = 200) -> int:
+    """Build models, start `sealfn serve`, deploy, exercise every path, print a report, stop."""
+    print("sealfn demo: serverless inference on this machine (embedded default: local processes)")
+    models = _step("building example models (PyTorch → ONNX, seeded, offline)", build_examples,
+                   workdir / "models")
+    for model in models.values():
+        print(f"    {model.name}: {model.path.stat().st_size / 1e6:.1f} MB, input {model.input_shape}")
+    state = workdir / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    port = _free_port()
+    server = _start_server(port, state)
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            _wait_live(client)
+            return _exercise(client, models, requests)
+    finally:
+        server.send_signal(signal.SIGINT)
+        code = server.wait(timeout=30)
+        print(f"\nsealfn serve stopped cleanly (exit status {code}); all instances gone")
+
+
+def _exercise(client: Client, models: dict[str, ExampleModel], requests: int) -> int:
+    mlp, cnn = models["mlp"], models["resnet18"]
+    for model, batch in ((mlp, 8), (cnn, 8)):
+        client.deploy(model.name, model.path, keep_alive_s=KEEP_ALIVE_S, max_batch=batch,
+                      max_instances=2, memory_mb=256 if model is mlp else 1024)
+    print(f"\n[1] deployed {mlp.name} and {cnn.name} — both at zero instances:")
+    print(status_table(client.status()["functions"]))
+
+    rows: list[list[Any]] = []
+    for model in (mlp, cnn):
+        x = model.sample(1, seed=1)
+        started = time.perf_counter()
+        client.infer(model.name, {model.input_name: x})
+        cold = time.perf_counter() - started
+        rows.append([model.name, cold * 1000])
+    print("\n[2] cold start: first request scales each function from zero (spawn + load + run)")
+    print(table(("function", "first reply ms"), rows))
+
+    print(f"\n[3] warm path: {requests} sequential requests per function")
+    warm = {m.name: _sequential(client, m, requests) for m in (mlp, cnn)}
+    print(table(("function", "p50 ms", "p99 ms"),
+                [[n, np.percentile(v, 50) * 1000, np.percentile(v, 99) * 1000]
+                 for n, v in warm.items()]))
+
+    print("\n[4] batching under concurrency: 8 clients at once on resnet18")
+    before = _batches(client, cnn.name)
+    elapsed, done = _burst(client, cnn, clients=8, total=requests)
+    after = _batches(client, cnn.name)
+    batches = after[1] - before[1]
+    mean_batch = (after[0] - before[0]) / batches if batches else 0.0
+    print(f"    {done} requests in {elapsed:.2f} s = {done / elapsed:.0f} req/s; "
+          f"{batches:.0f} batches, mean batch size {mean_batch:.2f}")
+    print(status_table(client.status()["functions"]))
+
+    print(f"\n[5] scale to zero: no traffic for the keep-alive ({KEEP_ALIVE_S:g} s)")
+    _wait_for_zero(client)
+    print(status_table(client.status()["functions"]))
+    return 0
+
+
+def _sequential(client: Client, model: ExampleModel, n: int) -> list[float]:
+    x = model.sample(1, seed=2)
+    latencies = []
+    for _ in tqdm(range(n), desc=f"    {model.name}", leave=False):
+        started = time.perf_counter()
+        client.infer(model.name, {model.input_name: x})
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def _burst(client: Client, model: ExampleModel, clients: int, total: int) -> tuple[float, int]:
+    x = model.sample(1, seed=3)
+    bar = tqdm(total=total, desc="    burst", leave=False)
+
+    def worker(count: int) -> int:
+        with Client(client.url) as own:
+            for _ in range(count):
+                own.infer(model.name, {model.input_name: x})
+                bar.update(1)
+        return count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        shares = [total // clients + (i < total % clients) for i in range(clients)]
+        done = sum(pool.map(worker, shares))
+    bar.close()
+    return time.perf_counter() - started, done
+
+
+def _batches(client: Client, name: str) -> tuple[float, float]:
+    """(sum of batch sizes, batch count) from the Prometheus endpoint."""
+    text = client._http.get("/metrics").text
+    total = count = 0.0
+    for line in text.splitlines():
+        match = re.match(rf'sealfn_batch_size_(sum|count)\{{function="{name}"\}} (\S+)', line)
+        if match:
+            value = float(match.group(2))
+            total, count = (value, count) if match.group(1) == "sum" else (total, value)
+    return total, count
+
+
+def _wait_for_zero(client: Client) -> None:
+    deadline = time.monotonic() + KEEP_ALIVE_S + 30
+    with tqdm(desc="    waiting", unit="s", leave=False) as bar:
+        while time.monotonic() < deadline:
+            functions = client.status()["functions"]
+            if all(sum(f["instances"].values()) == 0 for f in functions):
+                return
+            time.sleep(0.5)
+            bar.update(0.5)
+    print("    (instances still alive after the wait)")
+
+
+def _step(label: str, fn: Any, *args: Any) -> Any:
+    print(f"  {label} ...", flush=True)
+    started = time.perf_counter()
+    result = fn(*args)
+    print(f"    done in {time.perf_counter() - started:.1f} s")
+    return result
+
+
+def _start_server(port: int, state: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "sealfn.cli", "serve", f"--port={port}",
+               f"--state-dir={state}", "--log-level=info"]
+    print(f"  starting: sealfn serve --port {port} --state-dir {state}")
+    return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_live(client: Client) -> None:
+    for _ in range(200):
+        if client.live():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("sealfn serve did not come up")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
