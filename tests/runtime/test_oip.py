@@ -341,7 +341,7 @@ def _with(**fields: Any) -> dict[str, Any]:
             None,
             "request: parameter 'binary_data_output' must be true or false",
         ),
-        (b'{"inputs": [], "outputs": {}}', None, "request 'outputs' must be a list"),
+        (b'{"inputs": [], "outputs": {}}', None, "request: 'outputs' must be a list"),
         (b'{"inputs": [], "outputs": [{}]}', None, "requested output #0: missing 'name'"),
         (
             b'{"inputs": [], "outputs": [{"name": "y", "parameters": {"classification": 3}}]}',
@@ -612,3 +612,13 @@ def test_bytes_length_prefix_is_little_endian_u32() -> None:
     body, headers = encode_request([Tensor.from_numpy("s", np.array([b"abc"], dtype=object))])
     length = _header_length(headers)
     assert body[length:] == struct.pack("<I", 3) + b"abc"
+
+
+def test_non_finite_floats_in_json() -> None:
+    sample = np.array([np.nan, np.inf, -np.inf], dtype=np.float32)
+    body, headers = encode_request([Tensor.from_numpy("x", sample)], binary=False)
+    _same(decode_request(body, _header_length(headers)).inputs[0], "x", sample)
+    response = InferResponse("m", None, None, (Tensor.from_numpy("y", sample),))
+    body, headers = encode_response(response, InferRequest(None, (), (), binary_output=False))
+    result = triton.InferResult.from_response_body(body, header_length=_header_length(headers))
+    np.testing.assert_array_equal(result.as_numpy("y"), sample)

@@ -23,7 +23,7 @@ from sealfn.runtime.http import error_response, json_response, read_body
 from sealfn.runtime.metrics import CONTENT_TYPE, Metrics
 from sealfn.runtime.pool import Pool
 from sealfn.runtime.registry import Registry
-from sealfn.signature import ModelSignature, datatype_of, validate
+from sealfn.signature import datatype_of, validate
 
 log = logging.getLogger("sealfn.gateway")
 HEADER_LENGTH = "inference-header-content-length"
@@ -66,10 +66,9 @@ class Gateway:
             function = self.pool.function(name)
             body = await read_body(request, self.config.max_body_bytes)
             parsed = oip.decode_request(body, _header_length(request))
-            validate(parsed.inputs, function.signature)
-            _check_outputs(parsed, function.signature)
+            validate(parsed.inputs, function.signature, [o.name for o in parsed.outputs])
             outputs = await self.pool.infer(name, {t.name: t.data for t in parsed.inputs})
-            response = oip.InferResponse(name, "1", parsed.id, _select(outputs, parsed))
+            response = oip.InferResponse(name, "1", parsed.id, _tensors(outputs))
             content, headers = oip.encode_response(response, parsed)
             return Response(content, headers=headers)
         except SealfnError as exc:
@@ -141,17 +140,9 @@ def _header_length(request: Request) -> int | None:
     return int(raw)
 
 
-def _check_outputs(parsed: oip.InferRequest, signature: ModelSignature) -> None:
-    known = [spec.name for spec in signature.outputs]
-    missing = [o.name for o in parsed.outputs if o.name not in known]
-    if missing:
-        raise InvalidInput(f"unknown output(s) {missing}; the model has {known}")
-
-
-def _select(outputs: dict[str, np.ndarray], parsed: oip.InferRequest) -> tuple[oip.Tensor, ...]:
-    """The outputs the request asked for (all when it named none), as OIP tensors."""
-    names = [o.name for o in parsed.outputs] or list(outputs)
+def _tensors(outputs: dict[str, np.ndarray]) -> tuple[oip.Tensor, ...]:
+    """Model outputs as OIP tensors; `encode_response` keeps those the request asked for."""
     return tuple(
-        oip.Tensor(name, datatype_of(outputs[name].dtype), outputs[name].shape, outputs[name])
-        for name in names
+        oip.Tensor(name, datatype_of(array.dtype), array.shape, array)
+        for name, array in outputs.items()
     )

@@ -96,7 +96,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     binary_output = _flag(_params(doc, "request"), "binary_data_output", "request", False)
     requested = doc.get("outputs", [])
     if not isinstance(requested, list):
-        raise InvalidInput("request 'outputs' must be a list")
+        raise InvalidInput("request: 'outputs' must be a list")
     outputs = tuple(
         _decode_requested(item, index, binary_output) for index, item in enumerate(requested)
     )
@@ -104,7 +104,11 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
 
 
 def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, Headers]:
-    """The response body and its extra headers; outputs as the request asked (binary or JSON)."""
+    """The response body and its extra headers.
+
+    Outputs are those the request named (in its order), else all; each binary or JSON as the
+    request asked. The id is the response's, else the request's.
+    """
     doc: dict[str, object] = {"model_name": response.model_name}
     if response.model_version is not None:
         doc["model_version"] = response.model_version
