@@ -10,7 +10,10 @@
     ├── Unavailable            no capacity / instance lost mid-request          (503)
     │   └── InstanceFailed     the instance serving the request died
     ├── DeadlineExceeded       waited longer than the request timeout           (504)
-    └── ProtocolError          a malformed frame on the gateway↔instance IPC    (500)
+    ├── ProtocolError          a malformed frame on the gateway↔instance IPC    (500)
+    ├── AttestationError       evidence does not verify or fails the policy     (403)
+    ├── AccessDenied           no grant for this (model, user, measurement)     (403)
+    └── EnvelopeError          a sealed message cannot be opened (opaque)       (400)
 
 Core code raises these; foreign exceptions (onnxruntime, sqlite3, OSError) are translated once,
 at the boundary, with ``raise X(...) from exc``.
@@ -65,3 +68,21 @@ class DeadlineExceeded(SealfnError):
 
 class ProtocolError(SealfnError):
     """A malformed or unexpected frame on the gateway-instance IPC channel."""
+
+
+class AttestationError(SealfnError):
+    """Evidence failed verification or policy; the caller sees no detail (no oracle)."""
+
+
+class AccessDenied(SealfnError):
+    """A principal or enclave asked for something no grant allows."""
+
+
+class EnvelopeError(SealfnError):
+    """A sealed message cannot be opened: wrong key, tampered, replayed, expired, bad version.
+
+    Always raised with the same opaque message; the reason goes to the debug log only.
+    """
+
+    def __init__(self, message: str = "cannot open envelope") -> None:
+        super().__init__(message)
