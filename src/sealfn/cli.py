@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     except SealfnError as exc:
         print(f"sealfn: {exc.message}", file=sys.stderr)
         return 1
+    except FileNotFoundError as exc:
+        print(f"sealfn: no such file: {exc.filename}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return result

@@ -11,12 +11,12 @@ from typing import Any
 
 from sealfn.errors import ConfigError
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid function name (also used as a directory name)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             f"function name {name!r} is invalid: use 1-63 letters, digits, '_', '.', '-', "
             "starting with a letter or digit"
@@ -103,6 +103,10 @@ class ServerConfig:
         _check_int("port", self.port, 0, 65535)
         _check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 40)
         _check_int("instance_threads", self.instance_threads, 0, 1024)
+        _check_int("max_model_bytes", self.max_model_bytes, 1024, 1 << 44)
+        _check_int("shm_slot_bytes", self.shm_slot_bytes, 0, 1 << 34)
+        _check_int("inline_tensor_bytes", self.inline_tensor_bytes, 0, 1 << 30)
+        _check_float("start_timeout_s", self.start_timeout_s, 0.1, 3600.0)
         _check_float("tick_s", self.tick_s, 0.01, 60.0)
         _check_float("stable_window_s", self.stable_window_s, 0.1, 3600.0)
         _check_float("panic_window_s", self.panic_window_s, 0.05, 3600.0)

@@ -27,10 +27,15 @@ KEEP_ALIVE_S = 4.0
 def run_demo(workdir: Path, requests: int = 200) -> int:
     """Build models, start `sealfn serve`, deploy, exercise every path, print a report, stop."""
     print("sealfn demo: serverless inference on this machine (embedded default: local processes)")
-    models = _step("building example models (PyTorch → ONNX, seeded, offline)", build_examples,
-                   workdir / "models")
+    models = _step(
+        "building example models (PyTorch → ONNX, seeded, offline)",
+        build_examples,
+        workdir / "models",
+    )
     for model in models.values():
-        print(f"    {model.name}: {model.path.stat().st_size / 1e6:.1f} MB, input {model.input_shape}")
+        print(
+            f"    {model.name}: {model.path.stat().st_size / 1e6:.1f} MB, input {model.input_shape}"
+        )
     state = workdir / "state"
     shutil.rmtree(state, ignore_errors=True)
     port = _free_port()
@@ -48,8 +53,14 @@ def run_demo(workdir: Path, requests: int = 200) -> int:
 def _exercise(client: Client, models: dict[str, ExampleModel], requests: int) -> int:
     mlp, cnn = models["mlp"], models["resnet18"]
     for model, batch in ((mlp, 8), (cnn, 8)):
-        client.deploy(model.name, model.path, keep_alive_s=KEEP_ALIVE_S, max_batch=batch,
-                      max_instances=2, memory_mb=256 if model is mlp else 1024)
+        client.deploy(
+            model.name,
+            model.path,
+            keep_alive_s=KEEP_ALIVE_S,
+            max_batch=batch,
+            max_instances=2,
+            memory_mb=256 if model is mlp else 1024,
+        )
     print(f"\n[1] deployed {mlp.name} and {cnn.name} — both at zero instances:")
     print(status_table(client.status()["functions"]))
 
@@ -65,9 +76,15 @@ def _exercise(client: Client, models: dict[str, ExampleModel], requests: int) ->
 
     print(f"\n[3] warm path: {requests} sequential requests per function")
     warm = {m.name: _sequential(client, m, requests) for m in (mlp, cnn)}
-    print(table(("function", "p50 ms", "p99 ms"),
-                [[n, np.percentile(v, 50) * 1000, np.percentile(v, 99) * 1000]
-                 for n, v in warm.items()]))
+    print(
+        table(
+            ("function", "p50 ms", "p99 ms"),
+            [
+                [n, np.percentile(v, 50) * 1000, np.percentile(v, 99) * 1000]
+                for n, v in warm.items()
+            ],
+        )
+    )
 
     print("\n[4] batching under concurrency: 8 clients at once on resnet18")
     before = _batches(client, cnn.name)
@@ -75,8 +92,10 @@ def _exercise(client: Client, models: dict[str, ExampleModel], requests: int) ->
     after = _batches(client, cnn.name)
     batches = after[1] - before[1]
     mean_batch = (after[0] - before[0]) / batches if batches else 0.0
-    print(f"    {done} requests in {elapsed:.2f} s = {done / elapsed:.0f} req/s; "
-          f"{batches:.0f} batches, mean batch size {mean_batch:.2f}")
+    print(
+        f"    {done} requests in {elapsed:.2f} s = {done / elapsed:.0f} req/s; "
+        f"{batches:.0f} batches, mean batch size {mean_batch:.2f}"
+    )
     print(status_table(client.status()["functions"]))
 
     print(f"\n[5] scale to zero: no traffic for the keep-alive ({KEEP_ALIVE_S:g} s)")
@@ -147,8 +166,15 @@ def _step(label: str, fn: Any, *args: Any) -> Any:
 
 
 def _start_server(port: int, state: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "sealfn.cli", "serve", f"--port={port}",
-               f"--state-dir={state}", "--log-level=info"]
+    command = [
+        sys.executable,
+        "-m",
+        "sealfn.cli",
+        "serve",
+        f"--port={port}",
+        f"--state-dir={state}",
+        "--log-level=info",
+    ]
     print(f"  starting: sealfn serve --port {port} --state-dir {state}")
     return subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -67,9 +67,13 @@ class ModelHost:
         if len(requests) == 1:
             return [self._run(model, requests[0])]
         sizes = [_batch_size(request) for request in requests]
-        feeds = {
-            key: np.concatenate([request[key] for request in requests]) for key in model.input_names
-        }
+        try:
+            feeds = {
+                key: np.concatenate([request[key] for request in requests])
+                for key in model.input_names
+            }
+        except ValueError as exc:  # shapes past dim 0 differ: the pool retries each alone
+            raise InvalidInput(f"model {name!r}: requests cannot share a batch: {exc}") from exc
         outputs = self._run(model, feeds)
         bounds = np.cumsum(sizes)[:-1]
         split = {key: np.split(value, bounds) for key, value in outputs.items()}

@@ -86,9 +86,12 @@ class Frame:
             raise ProtocolError("frame meta runs past the end of the frame")
         try:
             meta = json.loads(bytes(body[HEADER.size : end])) if meta_len else {}
-            return cls(Kind(kind), request_id, meta, body[end:])
+            frame = cls(Kind(kind), request_id, meta, body[end:])
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"malformed frame of kind {kind}") from exc
+        if not isinstance(meta, dict):
+            raise ProtocolError(f"frame meta of kind {kind} is not a JSON object")
+        return frame
 
 
 def tensors_to_json(refs: tuple[TensorRef, ...]) -> list[list[Any]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from sealfn.errors import InvalidInput, ProtocolError
@@ -52,12 +55,26 @@ def read_tensor(
     source = arena if ref.where is Where.ARENA else payload
     if source is None or ref.offset < 0 or ref.offset + ref.nbytes > len(source):
         raise ProtocolError(f"tensor {ref.name!r} points outside its buffer")
-    dtype = np.dtype(ref.dtype)
-    count = ref.nbytes // dtype.itemsize if dtype.itemsize else 0
-    if count != int(np.prod(ref.shape, dtype=np.int64)):
-        raise ProtocolError(f"tensor {ref.name!r}: {ref.nbytes} bytes do not fit shape {ref.shape}")
+    dtype = _dtype(ref)
+    shape = ref.shape
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise ProtocolError(f"tensor {ref.name!r}: invalid shape {shape}")
+    count = math.prod(shape)
+    if count * dtype.itemsize != ref.nbytes:
+        raise ProtocolError(f"tensor {ref.name!r}: {ref.nbytes} bytes do not fit shape {shape}")
     flat = np.frombuffer(source, dtype=dtype, count=count, offset=ref.offset)
-    return flat.reshape(ref.shape)
+    return flat.reshape(shape)
+
+
+def _dtype(ref: TensorRef) -> np.dtype[Any]:
+    """The ref's numpy dtype; only fixed-size numeric and boolean types travel as raw bytes."""
+    try:
+        dtype = np.dtype(ref.dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise ProtocolError(f"tensor {ref.name!r}: dtype {ref.dtype!r} cannot travel as raw bytes")
+    return dtype
 
 
 def _raw(array: np.ndarray) -> memoryview:

@@ -83,6 +83,7 @@ def describe(function: Function, config: ServerConfig, now: float) -> dict[str, 
         "instance_list": [
             {
                 "id": i.id,
+                "pid": i.worker.pid if i.worker is not None else None,
                 "state": i.state.value,
                 "in_flight": i.in_flight,
                 "models": sorted(i.models),

@@ -29,6 +29,7 @@ class Pending:
     arrived: float
     future: asyncio.Future[dict[str, np.ndarray]]
     attempts: int = 0
+    alone: bool = False  # its batch was rejected as invalid: retried in a batch of its own
 
 
 @dataclass(eq=False)

@@ -44,6 +44,13 @@ class InstanceHandle:
             self.last_used,
         )
 
+    @property
+    def connected(self) -> bool:
+        """Whether its channel is open; the pool routes only to connected instances."""
+        # A crashed instance closes its channel before the pool reaps its process and marks it
+        # GONE; batches routed to it in between would be lost and burn their one retry.
+        return self.worker is not None and not self.worker.channel.closed.done()
+
     def transition(self, event: Event) -> None:
         self.state = next_state(self.state, event, self.in_flight)
 

@@ -85,6 +85,16 @@ class Metrics:
         for metric in (self.latency, self.batch_size, self.cold_starts, self.cold_start_seconds):
             with contextlib.suppress(KeyError):
                 metric.remove(function)
+        # sealfn_requests is labelled (function, code): drop every code seen for the function.
+        codes = {
+            sample.labels["code"]
+            for family in self.requests.collect()
+            for sample in family.samples
+            if sample.labels.get("function") == function
+        }
+        for code in codes:
+            with contextlib.suppress(KeyError):
+                self.requests.remove(function, code)
 
 
 class _PoolCollector(Collector):

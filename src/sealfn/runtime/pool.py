@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -142,10 +143,12 @@ class Pool:
             return
         policy, now = function.policy, self.clock()
         while queue:
-            views = [i.view() for i in function.instances.values()]
+            views = [i.view() for i in function.instances.values() if i.connected]
             free = sum(v.capacity - v.in_flight for v in views if v.state in SERVING)
             arrivals = [p.arrived for p in queue]
-            size = batcher.next_batch(arrivals, free, policy, function.estimate, now)
+            size = _alone_first(
+                queue, batcher.next_batch(arrivals, free, policy, function.estimate, now)
+            )
             target = router.pick(views, function.name) if size else None
             if target is None:
                 return
@@ -169,6 +172,8 @@ class Pool:
             self._requeue_or_fail(function, batch, lost)
         except InvalidInput as exc:
             if len(batch) > 1:  # one bad request must not fail its batch mates: retry alone
+                for pending in batch:
+                    pending.alone = True
                 function.queue.extendleft(reversed(batch))
                 function.estimate = batcher.ExecEstimate()
             else:
@@ -364,6 +369,14 @@ class Pool:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _alone_first(queue: deque[Pending], size: int) -> int:
+    """Cut a batch of ``size`` from the head so that a request marked ``alone`` runs by itself."""
+    for index, pending in enumerate(itertools.islice(queue, size)):
+        if pending.alone:
+            return 1 if index == 0 else index
+    return size
 
 
 def _fail(pending: Pending, error: SealfnError) -> None:

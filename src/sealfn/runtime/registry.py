@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sealfn.config import FunctionSpec, check_name
-from sealfn.errors import ConfigError, NotFound
+from sealfn.errors import ConfigError, NotFound, SealfnError
+from sealfn.runtime.modelcheck import check_loads
 from sealfn.signature import ModelSignature, signature_from_onnx
 
+log = logging.getLogger("sealfn.registry")
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "function.json"
 
@@ -28,7 +31,8 @@ class Deployment:
 class Registry:
     """``<state_dir>/functions/<name>/{model.onnx,function.json}``, written atomically."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, check: Callable[[Path], None] = check_loads) -> None:
+        self._check = check  # raises ModelError unless an instance can load the model
         self.root = state_dir / "functions"
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -38,6 +42,7 @@ class Registry:
         try:
             (staging / MODEL_FILE).write_bytes(model)
             signature = signature_from_onnx(staging / MODEL_FILE)
+            self._check(staging / MODEL_FILE)
             record = {"spec": spec.to_dict(), "signature": signature.to_dict()}
             (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
             _fsync_dir(staging)
@@ -65,7 +70,10 @@ class Registry:
         for folder in sorted(self.root.iterdir()):
             if folder.name.startswith(".") or not (folder / SPEC_FILE).exists():
                 continue
-            yield self._load(folder)
+            try:
+                yield self._load(folder)
+            except SealfnError as exc:  # one bad record must not keep the others from serving
+                log.error("skipping deployment %s: %s", folder.name, exc.message)
 
     def cleanup(self) -> None:
         """Remove staging folders left by a crash mid-deploy."""
