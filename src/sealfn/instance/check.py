@@ -1,4 +1,4 @@
-"""``python -m sealfn.instance.check MODEL``: can an instance load this model? Exit 0, or 1 + why."""
+"""`python -m sealfn.instance.check MODEL`: can an instance load this model? Exit 0 or 1 + why."""
 
 from __future__ import annotations
 
