@@ -214,7 +214,7 @@ def test_dispatch(tmp_path: Path) -> None:
     async def scenario(pool: Pool, executor: FakeExecutor) -> None:
         function = pool.deploy(FunctionSpec("f"), MODEL, SIGNATURE)
         assert function.instances == {}  # scale from zero: nothing until a request
-        out = await pool.infer("f", _x(1.5, rows=3))
+        out = (await pool.infer("f", _x(1.5, rows=3))).outputs
         np.testing.assert_array_equal(out["output"], np.full((3, 4), 3.0))
         assert function.cold_starts == 1
         assert [i.state for i in function.instances.values()] == [InstanceState.IDLE]
@@ -234,7 +234,7 @@ def test_requests_queue_while_the_instance_starts(tmp_path: Path) -> None:
         assert [i.state for i in function.instances.values()] == [InstanceState.STARTING]
         assert not any(c.done() for c in calls)
         executor.gate.set()
-        results = await asyncio.gather(*calls)
+        results = [r.outputs for r in await asyncio.gather(*calls)]
         for i, out in enumerate(results):
             np.testing.assert_array_equal(out["output"], np.full((1, 4), 2.0 * i))
         assert function.cold_starts == 1
@@ -247,7 +247,7 @@ def test_requests_queue_while_the_instance_starts(tmp_path: Path) -> None:
 def test_batch_lost_before_it_started_is_retried(tmp_path: Path) -> None:
     async def scenario(pool: Pool, executor: FakeExecutor) -> None:
         function = pool.deploy(FunctionSpec("f"), MODEL, SIGNATURE)
-        out = await pool.infer("f", _x(4))
+        out = (await pool.infer("f", _x(4))).outputs
         np.testing.assert_array_equal(out["output"], np.full((1, 4), 8.0))
         assert len(executor.workers) == 2  # the crashed instance was replaced
         assert function.cold_starts == 2
@@ -260,7 +260,7 @@ def test_batch_lost_after_it_started_fails_with_503(tmp_path: Path) -> None:
         pool.deploy(FunctionSpec("f", min_instances=1), MODEL, SIGNATURE)
         with pytest.raises(InstanceFailed, match="crashed"):
             await pool.infer("f", _x(1))
-        out = await pool.infer("f", _x(1))  # a replacement serves what comes next
+        out = (await pool.infer("f", _x(1))).outputs  # a replacement serves what comes next
         np.testing.assert_array_equal(out["output"], np.full((1, 4), 2.0))
         assert len(executor.workers) == 2
 
@@ -273,7 +273,7 @@ def test_a_request_is_retried_only_once(tmp_path: Path) -> None:
         error = await _error(pool.infer("f", _x(1)))
         assert isinstance(error, InstanceFailed)
         assert isinstance(error, Unavailable)  # a 503
-        assert (await pool.infer("f", _x(1)))["output"][0, 0] == 2.0
+        assert (await pool.infer("f", _x(1))).outputs["output"][0, 0] == 2.0
 
     run(tmp_path, (CRASH_BEFORE, CRASH_BEFORE), scenario)
 
@@ -321,7 +321,7 @@ def test_bad_batch_mate_is_retried_alone(tmp_path: Path) -> None:
         tasks = [asyncio.ensure_future(pool.infer("f", _x(i))) for i in range(3)]
         await asyncio.sleep(0.05)
         executor.gate.set()
-        results = await asyncio.gather(*tasks)
+        results = [r.outputs for r in await asyncio.gather(*tasks)]
         for i, out in enumerate(results):
             assert out["output"][0, 0] == 2.0 * i
         assert executor.runs == [1, 1, 1]
@@ -376,7 +376,7 @@ def test_min_instances_floor_and_redeploy(tmp_path: Path) -> None:
         await _settle(lambda: all(i.state is InstanceState.GONE for i in old))
         await _settle(lambda: len(newer.serving()) == 1)
         assert newer.cold_starts == 3  # stats carry over to the new version
-        assert (await pool.infer("f", _x(1)))["output"][0, 0] == 2.0
+        assert (await pool.infer("f", _x(1))).outputs["output"][0, 0] == 2.0
 
     run(tmp_path, (), scenario)
 
@@ -390,7 +390,8 @@ def test_local_executor_runs_real_instances(tmp_path: Path, models: Models) -> N
                 FunctionSpec("mlp", concurrency=2), models.mlp, signature_from_onnx(models.mlp)
             )
             x = np.ones((2, 16), dtype=np.float32)
-            results = await asyncio.gather(*(pool.infer("mlp", {"input": x}) for _ in range(4)))
+            replies = await asyncio.gather(*(pool.infer("mlp", {"input": x}) for _ in range(4)))
+            results = [r.outputs for r in replies]
             pids = [i.worker.pid for i in function.instances.values() if i.worker is not None]
             assert len(pids) == 1
             for out in results:

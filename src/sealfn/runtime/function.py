@@ -14,7 +14,7 @@ from sealfn.config import FunctionSpec
 from sealfn.runtime.autoscaler import AutoscalerConfig, AutoscalerState, Sample
 from sealfn.runtime.batcher import BatchPolicy, ExecEstimate
 from sealfn.runtime.cost import CostMeter
-from sealfn.runtime.handle import InstanceHandle
+from sealfn.runtime.handle import InstanceHandle, Reply
 from sealfn.runtime.lifecycle import ALIVE, SERVING, InstanceState
 from sealfn.signature import ModelSignature
 
@@ -27,7 +27,7 @@ class Pending:
 
     inputs: Mapping[str, np.ndarray]
     arrived: float
-    future: asyncio.Future[dict[str, np.ndarray]]
+    future: asyncio.Future[Reply]
     attempts: int = 0
     alone: bool = False  # its batch was rejected as invalid: retried in a batch of its own
 

@@ -67,14 +67,14 @@ class Gateway:
             body = await read_body(request, self.config.max_body_bytes)
             parsed = oip.decode_request(body, _header_length(request))
             validate(parsed.inputs, function.signature, [o.name for o in parsed.outputs])
-            outputs = await self.pool.infer(name, {t.name: t.data for t in parsed.inputs})
-            response = oip.InferResponse(name, "1", parsed.id, _tensors(outputs))
+            reply = await self.pool.infer(name, {t.name: t.data for t in parsed.inputs})
+            response = oip.InferResponse(name, "1", parsed.id, _tensors(reply.outputs))
             content, headers = oip.encode_response(response, parsed)
             return Response(content, headers=headers)
         except SealfnError as exc:
-            reply = error_response(exc)
-            code = reply.status_code
-            return reply
+            failure = error_response(exc)
+            code = failure.status_code
+            return failure
         finally:
             if name in self.pool.functions:
                 self.metrics.request(name, code, time.perf_counter() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,8 +75,8 @@ class InstanceHandle:
 
     async def run(
         self, model: str, requests: Sequence[Tensors], inline_bytes: int
-    ) -> tuple[list[dict[str, np.ndarray]], float]:
-        """Run one batch; per-request outputs and the instance's execution seconds."""
+    ) -> tuple[list[Reply], float]:
+        """Run one batch; a reply per request and the instance's execution seconds."""
         slot = self._free_slots.pop()
         try:
             return await self._run_in_slot(slot, model, requests, inline_bytes)
@@ -84,7 +85,7 @@ class InstanceHandle:
 
     async def _run_in_slot(
         self, slot: int, model: str, requests: Sequence[Tensors], inline_bytes: int
-    ) -> tuple[list[dict[str, np.ndarray]], float]:
+    ) -> tuple[list[Reply], float]:
         arena = self.worker.arena if self.worker is not None else None
         if arena is not None:
             arena.mark_started(slot, False)
@@ -110,12 +111,31 @@ class InstanceHandle:
             {ref.name: read_tensor(ref, reply.payload, view).copy() for ref in tensors_from_json(o)}
             for o in reply.meta["outputs"]
         ]
-        return outputs, float(reply.meta["exec_s"])
+        # Sealed batches answer per request (one may be refused while its batch mates run).
+        statuses = reply.meta.get("status") or [200] * len(outputs)
+        messages = reply.meta.get("message") or [""] * len(outputs)
+        replies = [
+            Reply(out, int(code), str(text))
+            for out, code, text in zip(outputs, statuses, messages, strict=True)
+        ]
+        return replies, float(reply.meta["exec_s"])
 
     def _channel(self) -> Channel:
         if self.worker is None:
             raise InstanceFailed(f"instance {self.id} is not running")
         return self.worker.channel
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One request's answer from an instance: its outputs, or a status and message for a refusal.
+
+    For sealed requests ``outputs`` holds the sealed reply bytes and ``message`` is opaque.
+    """
+
+    outputs: dict[str, np.ndarray]
+    status: int = 200
+    message: str = ""
 
 
 class BatchLost(InstanceFailed):

@@ -32,7 +32,7 @@ from sealfn.ipc.frames import Kind
 from sealfn.runtime import autoscaler, batcher, router
 from sealfn.runtime.executors.base import Executor, LaunchSpec
 from sealfn.runtime.function import Function, Pending
-from sealfn.runtime.handle import BatchLost, InstanceHandle, check_reply
+from sealfn.runtime.handle import BatchLost, InstanceHandle, Reply, check_reply
 from sealfn.runtime.lifecycle import SERVING, Event, InstanceState
 from sealfn.runtime.metrics import Metrics
 from sealfn.signature import ModelSignature
@@ -114,8 +114,8 @@ class Pool:
 
     # ---- data path -------------------------------------------------------------------------
 
-    async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Queue one request, wait for its batch to run, return its outputs."""
+    async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> Reply:
+        """Queue one request, wait for its batch to run, return the instance's reply."""
         function = self.function(name)
         loop = asyncio.get_running_loop()
         now = self.clock()
