@@ -1,0 +1,91 @@
+"""`sealfn keyservice`: the KeyService on uvicorn, its store sealed under its own TEE's key."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import uvicorn
+
+from sealfn.keyservice.app import create_app
+from sealfn.keyservice.config import KeyServiceConfig
+from sealfn.keyservice.service import KeyService
+from sealfn.tee import SimulatedPlatform, TeeBackend, backend
+
+log = logging.getLogger("sealfn.keyservice")
+
+DEFAULT_PORT = 8090
+DEFAULT_DB = Path(".sealfn/keyservice.db")
+# What the KeyService's measurement covers: its own code and everything it imports from sealfn.
+# Any change to these files is a new measurement, hence a new sealing key: a store written by
+# other code cannot be opened (as with MRENCLAVE-bound sealing on hardware).
+PACKAGES = (
+    "sealfn.keyservice",
+    "sealfn.envelope",
+    "sealfn.tee",
+    "sealfn.attestation",
+    "sealfn.errors",
+    "sealfn.types",
+    "sealfn.config",  # imported by sealfn/__init__.py, which every sealfn import runs
+)
+
+
+def keyservice_tee(platform_dir: Path | str | None = None, name: str = "auto") -> TeeBackend:
+    """The TEE the KeyService runs in (simulated unless hardware is present)."""
+    return backend(
+        name, platform_dir=platform_dir, packages=PACKAGES, config={"role": "keyservice"}
+    )
+
+
+def open_keyservice(
+    db: Path | str = DEFAULT_DB,
+    *,
+    accept_simulated: bool = False,
+    platform_dir: Path | str | None = None,
+    tee: TeeBackend | None = None,
+) -> KeyService:
+    """A KeyService on ``db``. ``accept_simulated`` trusts simulated enclaves of the platform in
+    ``platform_dir`` (the one local enclaves use): development only."""
+    roots: frozenset[bytes] = frozenset()
+    if accept_simulated:
+        roots = frozenset({SimulatedPlatform.load_or_create(platform_dir).root_public_key()})
+    config = KeyServiceConfig(accept_simulated=accept_simulated, trusted_simulated_roots=roots)
+    return KeyService.open(db, tee or keyservice_tee(platform_dir), config)
+
+
+def serve_keyservice(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    db: Path | str = DEFAULT_DB,
+    accept_simulated: bool = False,
+    platform_dir: Path | str | None = None,
+    *,
+    log_level: str = "info",
+) -> None:
+    """Run the KeyService until SIGINT/SIGTERM."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    service = open_keyservice(db, accept_simulated=accept_simulated, platform_dir=platform_dir)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service),
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            ws="none",
+            access_log=False,
+            log_level=log_level,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    # uvicorn re-raises the signal it caught once it has shut down; absorb it to exit with 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    mode = "ACCEPTS SIMULATED ENCLAVES" if accept_simulated else "hardware enclaves only"
+    print(f"sealfn keyservice on http://{host}:{port} (store {db}; {mode})", flush=True)
+    try:
+        server.run()
+    finally:
+        service.close()
