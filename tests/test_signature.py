@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from sealfn.errors import InvalidInput, ModelError
-from sealfn.runtime.oip import Tensor
+from sealfn.oip import Tensor
 from sealfn.signature import (
     NUMPY_DTYPES,
     ONNX_ELEM_TYPES,

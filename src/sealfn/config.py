@@ -37,6 +37,8 @@ class FunctionSpec:
     memory_mb: int = 512  # billed memory per instance, as on AWS Lambda
     concurrency: int = 1  # batches one instance runs at once (its slots)
     group: str | None = None  # functions in one group may share instances (Fn-Packer)
+    sealed: bool = False  # the model is sealed: only attested enclave instances can open it
+    keyservice: str | None = None  # URL of the KeyService that releases a sealed model's keys
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -53,6 +55,14 @@ class FunctionSpec:
             )
         if self.group is not None:
             check_name(self.group)
+        if not isinstance(self.sealed, bool):
+            raise ConfigError(f"sealed={self.sealed!r} must be true or false")
+        if self.sealed and not self.keyservice:
+            raise ConfigError("a sealed function needs keyservice= (the KeyService URL)")
+        if self.keyservice is not None and not str(self.keyservice).startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(f"keyservice={self.keyservice!r} must be an http(s) URL")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +107,8 @@ class ServerConfig:
     panic_window_s: float = 1.0
     panic_threshold: float = 2.0
     start_timeout_s: float = 60.0  # an instance that is not ready by then is replaced
+    tee: str = "auto"  # TEE backend of sealed instances: auto, simulated, tdx, sev-snp, sgx-gramine
+    tee_platform_dir: str | None = None  # the simulated TEE's platform (default ~/.sealfn/...)
     prices: PriceConfig = field(default_factory=PriceConfig)
 
     def __post_init__(self) -> None:

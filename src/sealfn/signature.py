@@ -13,7 +13,7 @@ import numpy as np
 from sealfn.errors import InvalidInput, ModelError
 
 if TYPE_CHECKING:
-    from sealfn.runtime.oip import Tensor
+    from sealfn.oip import Tensor
 
 # OIP datatype, numpy dtype (little-endian, as on the wire), ONNX TensorProto elem type.
 # The ONNX numbers are onnx.TensorProto.DataType values, spelled out so that importing this
@@ -192,6 +192,39 @@ def signature_from_onnx(path: Path) -> ModelSignature:
             _spec_of(value, "input") for value in graph.input if value.name not in initializers
         ),
         outputs=tuple(_spec_of(value, "output") for value in graph.output),
+    )
+
+
+_DATATYPE_BY_ORT = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def signature_from_session(session: Any) -> ModelSignature:
+    """A signature from a loaded onnxruntime session (no second parse of the model's bytes)."""
+
+    def spec(arg: Any, kind: str) -> TensorSpec:
+        datatype = _DATATYPE_BY_ORT.get(arg.type)
+        if datatype is None:
+            raise ModelError(f"model {kind} {arg.name!r}: type {arg.type} is not supported")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+        return TensorSpec(arg.name, datatype, shape)
+
+    return ModelSignature(
+        inputs=tuple(spec(arg, "input") for arg in session.get_inputs()),
+        outputs=tuple(spec(arg, "output") for arg in session.get_outputs()),
     )
 
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from sealfn import oip
 from sealfn.errors import ModelError, PayloadTooLarge
-from sealfn.runtime import oip
 
 if TYPE_CHECKING:
     from conftest import Models, Server

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from sealfn.runtime import oip
+from sealfn import oip
 
 if TYPE_CHECKING:
     from pathlib import Path

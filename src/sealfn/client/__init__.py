@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 
+from sealfn import oip
 from sealfn.errors import (
+    AccessDenied,
     DeadlineExceeded,
     InvalidInput,
     ModelError,
@@ -19,14 +21,19 @@ from sealfn.errors import (
     SealfnError,
     Unavailable,
 )
-from sealfn.runtime import oip
 from sealfn.signature import datatype_of
+
+if TYPE_CHECKING:
+    from sealfn.keyservice.keys import DeploymentKey
+    from sealfn.sealed_request import Signer
 
 __all__ = ["DEFAULT_URL", "Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+SEALED_CONTENT_TYPE = "application/vnd.sealfn.sealed"
 _ERRORS: dict[int, type[SealfnError]] = {
     400: InvalidInput,
+    403: AccessDenied,
     404: NotFound,
     413: PayloadTooLarge,
     422: ModelError,
@@ -52,13 +59,44 @@ class Client:
         self._http.close()
 
     def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = [
-            oip.Tensor(k, datatype_of(v.dtype), tuple(v.shape), v) for k, v in inputs.items()
-        ]
-        body, headers = oip.encode_request(tensors, binary=True, binary_output=True)
+        body, headers = oip.encode_request(_tensors(inputs), binary=True, binary_output=True)
         reply = self._call("POST", f"/v2/models/{name}/infer", content=body, headers=headers)
         length = reply.headers.get("inference-header-content-length")
         response = oip.decode_response(reply.content, int(length) if length else None)
+        return {t.name: t.data for t in response.outputs}
+
+    def infer_sealed(
+        self, name: str, inputs: Mapping[str, np.ndarray], *, key: DeploymentKey, signer: Signer
+    ) -> dict[str, np.ndarray]:
+        """Seal (HPKE to the deployment ``key``, signed by ``signer``), send, open the reply.
+
+        Get ``key`` with ``KeyServiceClient.deployment_key(name, policy=...)`` so the KeyService
+        attests it; the platform in between sees only ciphertext.
+        """
+        from sealfn.sealed_request import CONTENT_TYPE, open_inference_reply, seal_inference
+
+        body, headers = oip.encode_request(_tensors(inputs), binary=True, binary_output=True)
+        length = headers.get("Inference-Header-Content-Length")
+        sealed, reply_key = seal_inference(
+            body,
+            header_length=int(length) if length else None,
+            public_key=key.public_key,
+            model_id=name,
+            signer=signer,
+            suite=key.suite,
+        )
+        reply = self._call(
+            "POST",
+            f"/v2/models/{name}/infer",
+            content=sealed,
+            headers={"content-type": CONTENT_TYPE},
+            sealed_ok=True,
+        )
+        opened = open_inference_reply(reply_key, reply.content)
+        if opened.status >= 400:
+            message = json.loads(opened.body).get("error", "refused")
+            raise _ERRORS.get(opened.status, SealfnError)(message)
+        response = oip.decode_response(opened.body, opened.header_length)
         return {t.name: t.data for t in response.outputs}
 
     def metadata(self, name: str) -> dict[str, Any]:
@@ -86,7 +124,9 @@ class Client:
         except httpx.HTTPError:
             return False
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _call(
+        self, method: str, path: str, *, sealed_ok: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         try:
             reply = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
@@ -95,6 +135,9 @@ class Client:
             ) from exc
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(f"{method} {path} timed out") from exc
+        sealed = reply.headers.get("content-type", "").startswith(SEALED_CONTENT_TYPE)
+        if sealed_ok and sealed:
+            return reply  # a sealed refusal: only the sender can read why
         if reply.status_code >= 400:
             try:
                 message = str(reply.json().get("error", reply.text))
@@ -102,3 +145,7 @@ class Client:
                 message = reply.text
             raise _ERRORS.get(reply.status_code, SealfnError)(message)
         return reply
+
+
+def _tensors(inputs: Mapping[str, np.ndarray]) -> list[oip.Tensor]:
+    return [oip.Tensor(k, datatype_of(v.dtype), tuple(v.shape), v) for k, v in inputs.items()]

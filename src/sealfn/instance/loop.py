@@ -9,7 +9,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from sealfn.errors import ProtocolError, SealfnError
 from sealfn.instance.models import ModelHost
@@ -17,7 +19,11 @@ from sealfn.ipc.arena import Arena
 from sealfn.ipc.frames import LENGTH, Frame, Kind, tensors_from_json, tensors_to_json
 from sealfn.ipc.tensors import TensorWriter, read_tensor
 
+if TYPE_CHECKING:
+    from sealfn.instance.sealed import SealedModels
+
 log = logging.getLogger("sealfn.instance")
+SEALED = "sealed"  # the one tensor a sealed request or reply travels as (uint8 bytes)
 
 
 class InstanceLoop:
@@ -29,6 +35,7 @@ class InstanceLoop:
         self._sock = sock
         self._arena = arena
         self._host = host
+        self._sealed: SealedModels | None = None  # made on the first sealed model (enclave mode)
         self._inline = inline
         self._send_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(slots) if slots > 1 else None
@@ -45,6 +52,8 @@ class InstanceLoop:
                 self._handle(frame)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._sealed is not None:
+            self._sealed.close()
 
     def _handle(self, frame: Frame) -> None:
         try:
@@ -61,16 +70,37 @@ class InstanceLoop:
         if frame.kind is Kind.RUN:
             return self._run(frame)
         if frame.kind is Kind.LOAD:
-            model = self._host.load(str(meta["model"]), Path(str(meta["path"])))
-            return Kind.LOADED, {"model": model.name, "load_s": model.load_s}, b""
+            return self._load(meta)
         if frame.kind is Kind.UNLOAD:
+            if self._sealed is not None:
+                self._sealed.unload(str(meta["model"]))
             self._host.unload(str(meta["model"]))
             return Kind.UNLOADED, {"model": meta["model"]}, b""
         raise ProtocolError(f"instance cannot handle frame kind {frame.kind.name}")
 
+    def _load(self, meta: dict[str, Any]) -> tuple[Kind, dict[str, Any], bytes]:
+        name, path = str(meta["model"]), Path(str(meta["path"]))
+        if not meta.get("sealed"):
+            model = self._host.load(name, path)
+            return Kind.LOADED, {"model": name, "load_s": model.load_s}, b""
+        if self._sealed is None:
+            from sealfn.instance.sealed import SealedModels  # plain instances skip its imports
+
+            self._sealed = SealedModels(self._host)
+        breakdown = self._sealed.load(
+            name,
+            path,
+            str(meta["keyservice"]),
+            str(meta.get("tee", "auto")),
+            meta.get("platform_dir"),
+        )
+        return Kind.LOADED, {"model": name, "load_s": sum(breakdown.values()), **breakdown}, b""
+
     def _run(self, frame: Frame) -> tuple[Kind, dict[str, Any], bytes]:
         """One batch: read inputs (zero-copy) → run → write outputs to the slot's out region."""
         meta = frame.meta
+        if self._sealed is not None and str(meta["model"]) in self._sealed:
+            return self._run_sealed(frame, self._sealed)
         slot = int(meta["slot"])
         arena = self._arena
         view = arena.view if arena is not None else None
@@ -89,6 +119,37 @@ class InstanceLoop:
             for result in results
         ]
         return Kind.RESULT, {"outputs": outputs, "exec_s": exec_s}, writer.payload()
+
+    def _run_sealed(self, frame: Frame, sealed: SealedModels) -> tuple[Kind, dict[str, Any], bytes]:
+        """A batch of sealed requests: opaque bytes in, sealed replies (or refusals) out."""
+        meta = frame.meta
+        arena = self._arena
+        view = arena.view if arena is not None else None
+        slot = int(meta["slot"])
+        if arena is not None:
+            arena.mark_started(slot)
+        started = time.perf_counter()
+        bodies = [
+            read_tensor(ref, frame.payload, view).tobytes()
+            for refs in meta["requests"]
+            for ref in tensors_from_json(refs)
+        ]
+        answers = sealed.run(str(meta["model"]), bodies)
+        exec_s = time.perf_counter() - started
+        writer = self._writer(slot)
+        outputs = [
+            tensors_to_json(
+                (writer.add(SEALED, np.frombuffer(a.sealed, np.uint8)),) if a.sealed else ()
+            )
+            for a in answers
+        ]
+        reply = {
+            "outputs": outputs,
+            "status": [a.status for a in answers],
+            "message": [a.message for a in answers],
+            "exec_s": exec_s,
+        }
+        return Kind.RESULT, reply, writer.payload()
 
     def _writer(self, slot: int) -> TensorWriter:
         arena = self._arena

@@ -32,7 +32,8 @@ class ModelHost:
         self._threads = intra_op_threads
         self.models: dict[str, LoadedModel] = {}
 
-    def load(self, name: str, path: Path) -> LoadedModel:
+    def load(self, name: str, source: Path | bytes) -> LoadedModel:
+        """Load a model from a file, or from bytes (a sealed model decrypted in the enclave)."""
         start = time.perf_counter()
         options = self._ort.SessionOptions()
         options.intra_op_num_threads = self._threads
@@ -40,7 +41,9 @@ class ModelHost:
         options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
         try:
             session = self._ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                source if isinstance(source, bytes) else str(source),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own unrelated exception types
             raise ModelError(f"model {name!r} cannot be loaded: {exc}") from exc

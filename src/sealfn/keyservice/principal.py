@@ -45,6 +45,10 @@ class Principal:
     def generate(cls, name: str, kind: PrincipalKind) -> Principal:
         return cls(name, kind, Ed25519PrivateKey.generate())
 
+    def sign_message(self, message: bytes) -> bytes:
+        """A raw Ed25519 signature (64 bytes), e.g. over a sealed request's digest."""
+        return self._key.sign(message)
+
     @property
     def public_key(self) -> bytes:
         """The raw 32-byte Ed25519 public key the KeyService registers."""

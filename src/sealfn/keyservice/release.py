@@ -43,6 +43,14 @@ class ModelKeys:
     private_key: bytes = field(repr=False)  # the deployment HPKE private key requests open with
     public_key: bytes
     users: tuple[str, ...]  # who may call this model on this measurement, now
+    user_keys: tuple[bytes, ...] = ()  # their Ed25519 public keys, in the order of ``users``
+
+    def user_key(self, user_id: str) -> bytes | None:
+        """The signing key of a granted user (requests carry their signature), else None."""
+        for user, key in zip(self.users, self.user_keys, strict=False):
+            if user == user_id:
+                return key
+        return None
 
     def keypair(self) -> KeyPair:
         """The deployment key pair, ready for ``envelope.open_request``."""
@@ -56,11 +64,15 @@ class ModelKeys:
             "private_key": b64(self.private_key),
             "public_key": b64(self.public_key),
             "users": list(self.users),
+            "user_keys": [b64(key) for key in self.user_keys],
         }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ModelKeys:
         users = get(doc, "users", list)
+        user_keys = get(doc, "user_keys", list)
+        if len(user_keys) != len(users):
+            raise InvalidInput("release lists a key for every granted user")
         return cls(
             check_id("model_id", doc.get("model_id")),
             unb64(doc.get("model_key"), "model_key"),
@@ -68,6 +80,7 @@ class ModelKeys:
             unb64(doc.get("private_key"), "private_key"),
             unb64(doc.get("public_key"), "public_key"),
             tuple(check_id("user id", user) for user in users),
+            tuple(unb64(key, "user key") for key in user_keys),
         )
 
 

@@ -376,8 +376,16 @@ class KeyService:
         if model is None:
             return None
         suite = Suite(model.suite)
+        principals = [self._store.principal(user) for user in users]
+        granted = [p for p in principals if p is not None]
         return ModelKeys(
-            model_id, model.model_key, suite, model.private_key, model.public_key, users
+            model_id,
+            model.model_key,
+            suite,
+            model.private_key,
+            model.public_key,
+            tuple(p.name for p in granted),
+            tuple(p.public_key for p in granted),
         )
 
     def _alive(self, session: SessionRecord, now: float) -> bool:

@@ -47,6 +47,7 @@ class Function:
     cost: CostMeter = field(default_factory=CostMeter)
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     cold_start_s: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    last_start: dict[str, float] = field(default_factory=dict)  # breakdown of the last cold start
     last_request_at: float | None = None
     in_flight_requests: int = 0
     cold_starts: int = 0
@@ -61,7 +62,9 @@ class Function:
     @property
     def policy(self) -> BatchPolicy:
         # A model without a dynamic batch dimension cannot be batched along dim 0.
-        batch = self.spec.max_batch if self.signature.batchable else 1
+        # (A sealed model's signature is unknown outside the enclave, which batches what stacks.)
+        batchable = self.spec.sealed or self.signature.batchable
+        batch = self.spec.max_batch if batchable else 1
         return BatchPolicy(max_batch=batch, slo_s=self.spec.slo_ms / 1000.0)
 
     def scaler_config(self, stable_s: float, panic_s: float, threshold: float) -> AutoscalerConfig:

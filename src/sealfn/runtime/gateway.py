@@ -13,12 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sealfn import __version__
+from sealfn import __version__, oip
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
-from sealfn.runtime import admin, oip
+from sealfn.runtime import admin
 from sealfn.runtime.executors.base import Executor
 from sealfn.runtime.executors.local import LocalExecutor
+from sealfn.runtime.function import Function
 from sealfn.runtime.http import error_response, json_response, read_body
 from sealfn.runtime.metrics import CONTENT_TYPE, Metrics
 from sealfn.runtime.pool import Pool
@@ -27,6 +28,8 @@ from sealfn.signature import datatype_of, validate
 
 log = logging.getLogger("sealfn.gateway")
 HEADER_LENGTH = "inference-header-content-length"
+SEALED_CONTENT_TYPE = "application/vnd.sealfn.sealed"  # = sealed_request.CONTENT_TYPE
+SEALED = "sealed"  # the one uint8 tensor a sealed request/reply travels as (= instance.loop)
 
 
 class Gateway:
@@ -65,12 +68,13 @@ class Gateway:
         try:
             function = self.pool.function(name)
             body = await read_body(request, self.config.max_body_bytes)
-            parsed = oip.decode_request(body, _header_length(request))
-            validate(parsed.inputs, function.signature, [o.name for o in parsed.outputs])
-            reply = await self.pool.infer(name, {t.name: t.data for t in parsed.inputs})
-            response = oip.InferResponse(name, "1", parsed.id, _tensors(reply.outputs))
-            content, headers = oip.encode_response(response, parsed)
-            return Response(content, headers=headers)
+            sealed = request.headers.get("content-type", "").startswith(SEALED_CONTENT_TYPE)
+            if function.spec.sealed or sealed:
+                response = await self._infer_sealed(function, body, sealed)
+            else:
+                response = await self._infer_plain(function, request, body)
+            code = response.status_code
+            return response
         except SealfnError as exc:
             failure = error_response(exc)
             code = failure.status_code
@@ -78,6 +82,29 @@ class Gateway:
         finally:
             if name in self.pool.functions:
                 self.metrics.request(name, code, time.perf_counter() - started)
+
+    async def _infer_plain(self, function: Function, request: Request, body: bytes) -> Response:
+        parsed = oip.decode_request(body, _header_length(request))
+        validate(parsed.inputs, function.signature, [o.name for o in parsed.outputs])
+        reply = await self.pool.infer(function.name, {t.name: t.data for t in parsed.inputs})
+        response = oip.InferResponse(function.name, "1", parsed.id, _tensors(reply.outputs))
+        content, headers = oip.encode_response(response, parsed)
+        return Response(content, headers=headers)
+
+    async def _infer_sealed(self, function: Function, body: bytes, sealed: bool) -> Response:
+        """Move the sealed bytes to an enclave and its sealed reply back; never parse them."""
+        if not function.spec.sealed:
+            raise InvalidInput(f"function {function.name!r} is not sealed: send a plain request")
+        if not sealed:
+            raise InvalidInput(
+                f"function {function.name!r} is sealed: send a sealed request "
+                f"(content-type {SEALED_CONTENT_TYPE}; sealfn invoke --sealed does it)"
+            )
+        reply = await self.pool.infer(function.name, {SEALED: np.frombuffer(body, np.uint8)})
+        if SEALED in reply.outputs:
+            content = reply.outputs[SEALED].tobytes()
+            return Response(content, reply.status, media_type=SEALED_CONTENT_TYPE)
+        return json_response({"error": reply.message}, reply.status)
 
     async def model_metadata(self, request: Request) -> Response:
         try:

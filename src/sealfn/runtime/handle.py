@@ -55,12 +55,13 @@ class InstanceHandle:
     def transition(self, event: Event) -> None:
         self.state = next_state(self.state, event, self.in_flight)
 
-    async def load(self, model: str, path: str) -> float:
-        """Load ``model`` from ``path``; returns the instance's own load time in seconds."""
-        reply = await self._channel().request(Kind.LOAD, {"model": model, "path": path})
+    async def load(self, model: str, path: str, **sealed: object) -> dict[str, float]:
+        """Load ``model`` from ``path``; the instance's timings (load_s, and for a sealed model
+        the breakdown: attest_release_s, fetch_s, decrypt_s, ...)."""
+        reply = await self._channel().request(Kind.LOAD, {"model": model, "path": path, **sealed})
         _raise_failure(reply)
         self.models.add(model)
-        return float(reply.meta["load_s"])
+        return {k: float(v) for k, v in reply.meta.items() if k.endswith("_s")}
 
     def reserve(self, now: float) -> None:
         self.in_flight += 1

@@ -10,9 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sealfn.errors import (
+    AccessDenied,
+    AttestationError,
     ConfigError,
     Conflict,
     DeadlineExceeded,
+    EnvelopeError,
     InvalidInput,
     ModelError,
     NotFound,
@@ -25,6 +28,9 @@ log = logging.getLogger("sealfn.gateway")
 
 # The one place errors become HTTP status codes; the most specific class wins (MRO order).
 STATUS: dict[type[SealfnError], int] = {
+    AttestationError: 403,
+    AccessDenied: 403,
+    EnvelopeError: 400,
     PayloadTooLarge: 413,
     InvalidInput: 400,
     ConfigError: 400,

@@ -242,12 +242,15 @@ class Pool:
             async with asyncio.timeout(config.start_timeout_s):
                 instance.worker = await self.executor.launch(spec)
                 check_reply(await instance.worker.channel.inbox.get(), Kind.HELLO)
-                await instance.load(function.name, str(function.model_path))
+                timings = await instance.load(
+                    function.name, str(function.model_path), **self._sealed_meta(function)
+                )
         except (SealfnError, OSError, TimeoutError) as exc:
             self._start_failed(function, instance, exc)
             return
         now = self.clock()
         instance.ready_at = now
+        function.last_start = {"spawn_to_ready_s": now - instance.spawned_at, **timings}
         function.start_failures = 0
         function.cold_starts += 1
         function.cold_start_s.append(now - instance.spawned_at)
@@ -257,6 +260,16 @@ class Pool:
             self._pump(function)
         self._after_release(function, instance)
         await self._watch(function, instance)
+
+    def _sealed_meta(self, function: Function) -> dict[str, object]:
+        if not function.spec.sealed:
+            return {}
+        return {
+            "sealed": True,
+            "keyservice": function.spec.keyservice,
+            "tee": self.config.tee,
+            "platform_dir": self.config.tee_platform_dir,
+        }
 
     def _start_failed(self, function: Function, instance: InstanceHandle, exc: Exception) -> None:
         retired = instance.state is InstanceState.DRAINING

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealfn.config import FunctionSpec, check_name
-from sealfn.errors import ConfigError, NotFound, SealfnError
+from sealfn.errors import ConfigError, ModelError, NotFound, SealfnError
 from sealfn.runtime.modelcheck import check_loads
 from sealfn.signature import ModelSignature, signature_from_onnx
 
 log = logging.getLogger("sealfn.registry")
 MODEL_FILE = "model.onnx"
+SEALED_FILE = "model.sealed"  # a sealed model: ciphertext only, its signature unknown here
 SPEC_FILE = "function.json"
 
 
@@ -40,9 +41,9 @@ class Registry:
         """Validate the model, then swap the function's folder in by rename (no partial state)."""
         staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
         try:
-            (staging / MODEL_FILE).write_bytes(model)
-            signature = signature_from_onnx(staging / MODEL_FILE)
-            self._check(staging / MODEL_FILE)
+            model_file = staging / (SEALED_FILE if spec.sealed else MODEL_FILE)
+            model_file.write_bytes(model)
+            signature = _check_sealed(spec, model) if spec.sealed else self._inspect(model_file)
             record = {"spec": spec.to_dict(), "signature": signature.to_dict()}
             (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
             _fsync_dir(staging)
@@ -58,7 +59,12 @@ class Registry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return Deployment(spec, target / MODEL_FILE, signature)
+        return Deployment(spec, target / model_file.name, signature)
+
+    def _inspect(self, path: Path) -> ModelSignature:
+        signature = signature_from_onnx(path)
+        self._check(path)
+        return signature
 
     def remove(self, name: str) -> None:
         target = self.root / check_name(name)
@@ -88,7 +94,23 @@ class Registry:
             signature = ModelSignature.from_dict(record["signature"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"deployment record {folder / SPEC_FILE} is unreadable") from exc
-        return Deployment(spec, folder / MODEL_FILE, signature)
+        model_file = folder / (SEALED_FILE if spec.sealed else MODEL_FILE)
+        return Deployment(spec, model_file, signature)
+
+
+def _check_sealed(spec: FunctionSpec, blob: bytes) -> ModelSignature:
+    """A sealed model is only checked for framing and its model id (the name it is sealed to)."""
+    from sealfn.sealed_model import read_header
+
+    try:
+        header = read_header(blob)
+    except (ValueError, SealfnError) as exc:
+        raise ModelError("the body is not a sealed model (sealfn model seal makes one)") from exc
+    if header.model_id != spec.name:
+        raise ConfigError(
+            f"the model is sealed for model id {header.model_id!r}: deploy it under that name"
+        )
+    return ModelSignature(inputs=(), outputs=())
 
 
 def _fsync_dir(folder: Path) -> None:

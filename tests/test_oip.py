@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as triton
 
 from sealfn.errors import InvalidInput
-from sealfn.runtime.oip import (
+from sealfn.oip import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,
