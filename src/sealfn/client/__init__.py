@@ -14,6 +14,7 @@ from sealfn import oip
 from sealfn.errors import (
     AccessDenied,
     DeadlineExceeded,
+    EnvelopeError,
     InvalidInput,
     ModelError,
     NotFound,
@@ -143,6 +144,8 @@ class Client:
                 message = str(reply.json().get("error", reply.text))
             except ValueError:
                 message = reply.text
+            if message == EnvelopeError().message:
+                raise EnvelopeError()
             raise _ERRORS.get(reply.status_code, SealfnError)(message)
         return reply
 

@@ -34,7 +34,7 @@ from sealfn.sealed_request import SealedInference, open_inference
 from sealfn.signature import ModelSignature, datatype_of, signature_from_session, validate
 from sealfn.tee import TeeBackend
 from sealfn.tee import backend as tee_backend
-from sealfn.tee.manifest import DEFAULT_PACKAGES
+from sealfn.tee.manifest import DEFAULT_PACKAGES, Manifest
 
 log = logging.getLogger("sealfn.enclave")
 
@@ -47,6 +47,11 @@ ENCLAVE_PACKAGES = (
     "sealfn.signature",
 )
 RETRY_S = 0.5  # seconds between failed lease renewals
+
+
+def enclave_measurement() -> bytes:
+    """The measurement of this build's enclave code: what an owner grants (``model grant``)."""
+    return Manifest.build(packages=ENCLAVE_PACKAGES).measurement()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,242 @@
+"""Sealed inference end to end: KeyService + `sealfn serve` + enclave instances (simulated TEE)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import Models, Server, free_port, launch, stop_cleanly, wait_until
+from sealfn.attestation import Policy
+from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput
+from sealfn.instance.sealed import enclave_measurement
+from sealfn.keyservice.client import KeyServiceClient
+from sealfn.keyservice.keys import DeploymentKey
+from sealfn.keyservice.principal import Principal, PrincipalKind
+from sealfn.sealed_model import generate_model_key, seal_model
+from sealfn.sealed_request import CONTENT_TYPE, seal_inference
+from sealfn.tee.simulated import SimulatedPlatform
+
+MODEL = "sealed-mlp"
+
+
+@dataclass
+class World:
+    server: Server
+    keyservice: KeyServiceClient
+    keyservice_url: str
+    owner: Principal
+    alice: Principal
+    bob: Principal
+    policy: Policy
+    key: DeploymentKey
+    canary_model: bytes
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("sealed")
+    platform = root / "platform"
+    root_key = SimulatedPlatform.load_or_create(platform).root_public_key()
+    port = free_port()
+    ks_log = (root / "keyservice.log").open("wb")
+    keyservice = subprocess.Popen(
+        [sys.executable, "-m", "sealfn.keyservice", f"--port={port}", f"--db={root / 'ks.db'}",
+         "--accept-simulated", f"--platform-dir={platform}", "--log-level=warning"],
+        stdout=ks_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        return False
+
+    wait_until(up, 30, "the KeyService")
+    server = launch(
+        root / "state", {"SEALFN_TEE": "simulated", "SEALFN_TEE_PLATFORM_DIR": str(platform)}
+    )
+    ks = KeyServiceClient(url)
+    policy = Policy(None, accept_simulated=True, trusted_simulated_roots=frozenset({root_key}))
+    owner = Principal.generate("acme", PrincipalKind.OWNER)
+    alice = Principal.generate("alice", PrincipalKind.USER)
+    bob = Principal.generate("bob", PrincipalKind.USER)
+    for principal in (owner, alice, bob):
+        ks.register(principal)
+    model_key = generate_model_key()
+    ks.upload_model_key(owner, MODEL, model_key, ks.attest(policy))
+    ks.grant(owner, MODEL, "alice", [enclave_measurement()])
+    plain = models.mlp.read_bytes()
+    sealed = root / "model.sealed"
+    sealed.write_bytes(seal_model(plain, model_key, MODEL))
+    server.client.deploy(MODEL, sealed, sealed=True, keyservice=url, keep_alive_s=60)
+    try:
+        yield World(
+            server, ks, url, owner, alice, bob, policy, ks.deployment_key(MODEL, policy=policy),
+            plain,
+        )  # fmt: skip
+    finally:
+        ks.close()
+        stop_cleanly(server)
+        keyservice.terminate()
+        keyservice.wait(10)
+        ks_log.close()
+
+
+def _x(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, 16)).astype(np.float32)
+
+
+def _post(world: World, body: bytes, content_type: str = CONTENT_TYPE) -> httpx.Response:
+    with world.server.http() as http:
+        return http.post(
+            f"/v2/models/{MODEL}/infer", content=body, headers={"content-type": content_type}
+        )
+
+
+def test_granted_user_gets_the_right_answer(
+    world: World, models: Models, reference: Callable[..., dict[str, np.ndarray]]
+) -> None:
+    x = _x(1)
+    out = world.server.client.infer_sealed(MODEL, {"input": x}, key=world.key, signer=world.alice)
+    np.testing.assert_allclose(out["output"], reference(models.mlp, {"input": x})["output"])
+
+
+def test_cold_start_breakdown_is_reported(world: World) -> None:
+    world.server.client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.alice)
+    last = world.server.function(MODEL)["last_cold_start"]
+    for step in ("spawn_to_ready_s", "attest_release_s", "fetch_s", "decrypt_s", "load_s"):
+        assert step in last
+
+
+def test_user_without_grant_is_denied(world: World) -> None:
+    with pytest.raises(AccessDenied):
+        world.server.client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.bob)
+
+
+def test_impostor_claiming_a_granted_name_is_refused(world: World) -> None:
+    """Someone with the public key but not alice's signing key cannot pass for alice."""
+    impostor = Principal.generate("alice", PrincipalKind.USER)
+    with pytest.raises(EnvelopeError):
+        world.server.client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=impostor)
+
+
+def _sealed_body(world: World) -> bytes:
+    from sealfn import oip
+
+    body, headers = oip.encode_request([oip.Tensor("input", "FP32", (1, 16), _x())])
+    length = int(headers["Inference-Header-Content-Length"])
+    sealed, _ = seal_inference(
+        body, header_length=length, public_key=world.key.public_key, model_id=MODEL,
+        signer=world.alice,
+    )  # fmt: skip
+    return sealed
+
+
+@pytest.mark.parametrize("where", [0, 40, 80, -1])
+def test_tampered_ciphertext_is_an_opaque_400(world: World, where: int) -> None:
+    sealed = bytearray(_sealed_body(world))
+    sealed[where] ^= 0x01
+    reply = _post(world, bytes(sealed))
+    assert reply.status_code == 400
+    assert reply.json() == {"error": "cannot open envelope"}
+
+
+def test_replayed_request_is_refused(world: World) -> None:
+    sealed = _sealed_body(world)
+    assert _post(world, sealed).status_code == 200
+    again = _post(world, sealed)
+    assert again.status_code == 400
+    assert again.json() == {"error": "cannot open envelope"}
+
+
+def test_plain_request_to_sealed_function_is_400(world: World) -> None:
+    reply = _post(world, b'{"inputs": []}', "application/json")
+    assert reply.status_code == 400
+    assert "is sealed" in reply.json()["error"]
+
+
+def test_invalid_input_detail_is_sealed_to_the_sender(world: World) -> None:
+    with pytest.raises(InvalidInput, match="input 'input'"):
+        world.server.client.infer_sealed(
+            MODEL, {"input": np.ones((1, 3), np.float32)}, key=world.key, signer=world.alice
+        )
+
+
+def test_warm_requests_make_no_keyservice_calls(world: World) -> None:
+    client = world.server.client
+    client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.alice)  # warm
+    before = world.keyservice.stats()
+    started = time.monotonic()
+    for seed in range(50):
+        client.infer_sealed(MODEL, {"input": _x(seed)}, key=world.key, signer=world.alice)
+    elapsed = time.monotonic() - started
+    after = world.keyservice.stats()
+    changed = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    for operation in ("challenge", "release", "attestation", "deployment_key"):
+        assert changed.get(operation, 0) == 0, changed
+    # only the background lease renewal, driven by time (every ~2 s), not by requests
+    assert changed.get("renew", 0) <= elapsed / 1.5 + 1
+
+
+def test_untrusted_side_never_sees_plaintext(world: World) -> None:
+    """A canary in the weights, the input and the output never reaches the gateway's bytes."""
+    canary = np.full((1, 16), 1234.5678, dtype=np.float32)
+    out = world.server.client.infer_sealed(
+        MODEL, {"input": canary}, key=world.key, signer=world.alice
+    )
+    patterns = {
+        "input": canary.tobytes()[:16],
+        "output": out["output"].tobytes()[:16],
+        "weights": _weights_sample(world.canary_model),
+    }
+    with world.server.http() as http:
+        exposed: dict[str, bytes] = {
+            "metrics": http.get("/metrics").content,
+            "status": http.get("/admin/status").content,
+            "log": world.server.log_path.read_bytes(),
+        }
+    for path in world.server.state_dir.rglob("*"):
+        if path.is_file():
+            exposed[str(path)] = path.read_bytes()
+    for where, data in exposed.items():
+        for what, pattern in patterns.items():
+            assert pattern not in data, f"{what} plaintext found in {where}"
+
+
+def _weights_sample(model: bytes) -> bytes:
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    raw: Any = proto.graph.initializer[0].raw_data
+    return bytes(raw[:16])
+
+
+def test_revocation_reaches_a_warm_enclave_within_5_s(world: World, tmp_path: Path) -> None:
+    client = world.server.client
+    carol = Principal.generate("carol", PrincipalKind.USER)
+    world.keyservice.register(carol)
+    world.keyservice.grant(world.owner, MODEL, "carol", [enclave_measurement()])
+
+    def served() -> bool:
+        with contextlib.suppress(AccessDenied):
+            client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=carol)
+            return True
+        return False
+
+    wait_until(served, 10, "carol's grant to reach the warm enclave")
+    world.keyservice.revoke(world.owner, MODEL, "carol")
+    revoked_at = time.monotonic()
+    wait_until(lambda: not served(), 10, "carol's revocation to reach the warm enclave")
+    assert time.monotonic() - revoked_at <= 5.0
+    # alice, still granted, is served throughout
+    client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.alice)
