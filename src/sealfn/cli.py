@@ -12,6 +12,7 @@ import numpy as np
 from sealfn.client import DEFAULT_URL, Client
 from sealfn.config import FunctionSpec, ServerConfig
 from sealfn.errors import SealfnError
+from sealfn.sealed_cli import add_commands, add_sealed_flags, deployment_key, signer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         key = _spec_key(flag)
         deploy.add_argument(f"--{flag}", type=kind, help=f"default {getattr(defaults, key)}")
     deploy.add_argument("--group", default=None, help="share instances with this group")
+    add_sealed_flags(deploy, invoke=False)
     deploy.set_defaults(run=_deploy)
 
     invoke = commands.add_parser("invoke", help="run a function on a .npy input")
@@ -64,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--input", type=Path, required=True, help="X.npy (name it NAME=X.npy)")
     invoke.add_argument("--output", type=Path, default=None, help="write the first output here")
     _url(invoke)
+    add_sealed_flags(invoke, invoke=True)
     invoke.set_defaults(run=_invoke)
 
     status = commands.add_parser("status", help="functions, instances, latency and cost")
@@ -74,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     undeploy.add_argument("name")
     _url(undeploy)
     undeploy.set_defaults(run=_undeploy)
+
+    add_commands(commands)
 
     demo = commands.add_parser("demo", help="the end-to-end demo `make demo` runs")
     demo.add_argument("--workdir", type=Path, default=Path(".sealfn-demo"))
@@ -113,10 +118,12 @@ def _deploy(args: argparse.Namespace) -> int:
         value = getattr(args, flag.replace("-", "_"))
         if value is not None:
             settings[_spec_key(flag)] = value
+    if args.sealed:
+        settings.update(sealed=True, keyservice=args.keyservice)
     with Client(args.url) as client:
         result = client.deploy(args.name, args.model, **settings)
     inputs = ", ".join(f"{t['name']}{t['shape']}" for t in result["signature"]["inputs"])
-    print(f"deployed {args.name} ({inputs})")
+    print(f"deployed {args.name} ({inputs or 'sealed: signature known only to enclaves'})")
     return 0
 
 
@@ -125,9 +132,13 @@ def _invoke(args: argparse.Namespace) -> int:
         raw = str(args.input)
         name, _, file = raw.rpartition("=")
         array = np.load(file)
-        if not name:
-            name = client.metadata(args.name)["inputs"][0]["name"]
-        outputs = client.infer(args.name, {name: array})
+        if args.sealed:
+            key, user = deployment_key(args, args.name), signer(args)
+            outputs = client.infer_sealed(args.name, {name or "input": array}, key=key, signer=user)
+        else:
+            if not name:
+                name = client.metadata(args.name)["inputs"][0]["name"]
+            outputs = client.infer(args.name, {name: array})
     for key, value in outputs.items():
         print(f"{key}: {value.dtype} {list(value.shape)}")
         print(np.array2string(value, threshold=20, precision=4))

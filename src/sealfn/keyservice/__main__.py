@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sealfn.errors import SealfnError
-from sealfn.keyservice.server import DEFAULT_DB, DEFAULT_PORT, serve_keyservice
+from sealfn.keyservice.config import DEFAULT_DB, DEFAULT_PORT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +15,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="sealfn keyservice",
         description="Run the KeyService: it releases model keys only to attested enclaves.",
     )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `sealfn keyservice` (shared with the `sealfn` CLI)."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"default {DEFAULT_DB}")
@@ -30,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the simulated TEE platform (default ~/.sealfn/simulated-platform)",
     )
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sealfn.keyservice.server import serve_keyservice  # uvicorn etc.: only when serving
+
     try:
         serve_keyservice(
             args.host,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sealfn.attestation import Policy
 from sealfn.envelope import Suite
 from sealfn.errors import ConfigError
 from sealfn.keyservice.auth import MAX_SKEW_S
+
+DEFAULT_PORT = 8090
+DEFAULT_DB = Path(".sealfn/keyservice.db")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,12 @@ from pathlib import Path
 import uvicorn
 
 from sealfn.keyservice.app import create_app
-from sealfn.keyservice.config import KeyServiceConfig
+from sealfn.keyservice.config import DEFAULT_DB, DEFAULT_PORT, KeyServiceConfig
 from sealfn.keyservice.service import KeyService
 from sealfn.tee import SimulatedPlatform, TeeBackend, backend
 
 log = logging.getLogger("sealfn.keyservice")
 
-DEFAULT_PORT = 8090
-DEFAULT_DB = Path(".sealfn/keyservice.db")
 # What the KeyService's measurement covers: its own code and everything it imports from sealfn.
 # Any change to these files is a new measurement, hence a new sealing key: a store written by
 # other code cannot be opened (as with MRENCLAVE-bound sealing on hardware).
