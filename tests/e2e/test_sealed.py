@@ -17,7 +17,7 @@ import pytest
 
 from conftest import Models, Server, free_port, launch, stop_cleanly, wait_until
 from sealfn.attestation import Policy
-from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput
+from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput, Unavailable
 from sealfn.instance.sealed import enclave_measurement
 from sealfn.keyservice.client import KeyServiceClient
 from sealfn.keyservice.keys import DeploymentKey
@@ -240,3 +240,33 @@ def test_revocation_reaches_a_warm_enclave_within_5_s(world: World, tmp_path: Pa
     assert time.monotonic() - revoked_at <= 5.0
     # alice, still granted, is served throughout
     client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.alice)
+
+
+def test_enclave_code_changed_by_one_byte_gets_no_keys(
+    world: World, tmp_path: Path, models: Models
+) -> None:
+    """The owner approved other enclave code (one byte differs): the running enclave's
+    measurement is not granted, so the KeyService releases nothing and the function says so."""
+    import shutil
+
+    import sealfn.instance
+    from sealfn.instance.sealed import ENCLAVE_PACKAGES
+    from sealfn.tee.manifest import Manifest
+
+    approved = tmp_path / "instance"
+    shutil.copytree(Path(sealfn.instance.__file__).parent, approved)
+    loop = approved / "loop.py"
+    loop.write_bytes(loop.read_bytes() + b" ")
+    other = Manifest.build(packages=ENCLAVE_PACKAGES, roots={"sealfn.instance": approved})
+    assert other.measurement() != enclave_measurement()
+
+    name = "sealed-other"
+    key = generate_model_key()
+    world.keyservice.upload_model_key(world.owner, name, key, world.keyservice.attest(world.policy))
+    world.keyservice.grant(world.owner, name, "alice", [other.measurement()])
+    sealed = tmp_path / "other.sealed"
+    sealed.write_bytes(seal_model(models.mlp.read_bytes(), key, name))
+    world.server.client.deploy(name, sealed, sealed=True, keyservice=world.keyservice_url)
+    deployment = world.keyservice.deployment_key(name, policy=world.policy)
+    with pytest.raises(Unavailable, match=f"measurement not allowed for model {name}"):
+        world.server.client.infer_sealed(name, {"input": _x()}, key=deployment, signer=world.alice)
