@@ -44,8 +44,8 @@ def arrivals(count: int, oldest: float = NOW) -> list[float]:
         pytest.param(arrivals(8, oldest=9.5), 1, LEARNED, 4, id="slo-shrinks-batch"),
         pytest.param([*arrivals(8, oldest=9.5), NOW], 1, LEARNED, 4, id="slo-uses-oldest"),
         # waited 0.75 s: even n=1 needs 1.0625 s
-        pytest.param(arrivals(8, oldest=9.25), 1, LEARNED, 1, id="n1-misses-slo-serve-oldest"),
-        pytest.param(arrivals(8, oldest=8.0), 1, LEARNED, 1, id="oldest-already-late"),
+        pytest.param(arrivals(8, oldest=9.25), 1, LEARNED, 8, id="n1-misses-slo-drain-full"),
+        pytest.param(arrivals(8, oldest=8.0), 1, LEARNED, 8, id="oldest-already-late-drain"),
         pytest.param(arrivals(8, oldest=8.0), 1, NO_RUNS, 8, id="no-estimate-no-shrink"),
     ],
 )

@@ -84,7 +84,9 @@ def next_batch(
     for size in range(n, 0, -1):
         if waited + estimate.predict(size) <= policy.slo_s:
             return size
-    return 1  # the oldest is late whatever we do: serve it alone, at once
+    # The oldest is late whatever we do: a smaller batch would not save it and would cut
+    # throughput exactly when the queue is overloaded, making everyone behind it late too.
+    return n
 
 
 def _bounded(points: list[tuple[int, float]], keep: int) -> list[tuple[int, float]]:
