@@ -86,8 +86,9 @@ def main() -> None:
         row = uvloop.run(measure(elements, arena, n, model))  # the event loop `serve` uses
         rows.append(row)
         print(
-            f"{row['bytes']:>9} B {row['path']:>6}: round trip p50 {row['round_trip_us_p50']:7.1f} µs"
-            f" (p99 {row['round_trip_us_p99']:7.1f}), IPC overhead p50 "
+            f"{row['bytes']:>9} B {row['path']:>6}: round trip p50 "
+            f"{row['round_trip_us_p50']:7.1f} µs (p99 {row['round_trip_us_p99']:7.1f}), "
+            "IPC overhead p50 "
             f"{row['ipc_overhead_us_p50']:7.1f} µs"
         )
     model.unlink()
