@@ -31,6 +31,8 @@ MODEL = "sealed-mlp"
 
 @dataclass
 class World:
+    restart_keyservice: Callable[[], None]
+    stop_keyservice: Callable[[], None]
     server: Server
     keyservice: KeyServiceClient
     keyservice_url: str
@@ -49,19 +51,40 @@ def world(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Iterator[
     root_key = SimulatedPlatform.load_or_create(platform).root_public_key()
     port = free_port()
     ks_log = (root / "keyservice.log").open("wb")
-    keyservice = subprocess.Popen(
-        [sys.executable, "-m", "sealfn.keyservice", f"--port={port}", f"--db={root / 'ks.db'}",
-         "--accept-simulated", f"--platform-dir={platform}", "--log-level=warning"],
-        stdout=ks_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    processes: list[subprocess.Popen[bytes]] = []
 
     def up() -> bool:
         with contextlib.suppress(httpx.HTTPError):
             return httpx.get(f"{url}/health", timeout=1).status_code == 200
         return False
 
-    wait_until(up, 30, "the KeyService")
+    def start_keyservice() -> None:
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sealfn.keyservice",
+                    f"--port={port}",
+                    f"--db={root / 'ks.db'}",
+                    "--accept-simulated",
+                    f"--platform-dir={platform}",
+                    "--log-level=warning",
+                ],
+                stdout=ks_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        wait_until(up, 30, "the KeyService")
+
+    def stop_keyservice() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+    start_keyservice()
     server = launch(
         root / "state", {"SEALFN_TEE": "simulated", "SEALFN_TEE_PLATFORM_DIR": str(platform)}
     )
@@ -80,15 +103,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Iterator[
     sealed.write_bytes(seal_model(plain, model_key, MODEL))
     server.client.deploy(MODEL, sealed, sealed=True, keyservice=url, keep_alive_s=60)
     try:
+        key = ks.deployment_key(MODEL, policy=policy)
         yield World(
-            server, ks, url, owner, alice, bob, policy, ks.deployment_key(MODEL, policy=policy),
+            start_keyservice, stop_keyservice, server, ks, url, owner, alice, bob, policy, key,
             plain,
         )  # fmt: skip
     finally:
         ks.close()
         stop_cleanly(server)
-        keyservice.terminate()
-        keyservice.wait(10)
+        stop_keyservice()
         ks_log.close()
 
 
@@ -270,3 +293,48 @@ def test_enclave_code_changed_by_one_byte_gets_no_keys(
     deployment = world.keyservice.deployment_key(name, policy=world.policy)
     with pytest.raises(Unavailable, match=f"measurement not allowed for model {name}"):
         world.server.client.infer_sealed(name, {"input": _x()}, key=deployment, signer=world.alice)
+
+
+def test_post_quantum_suite_end_to_end(world: World, tmp_path: Path, models: Models) -> None:
+    """A model whose deployment key is the ML-KEM-768+X25519 hybrid serves sealed requests."""
+    from sealfn.envelope import Suite
+
+    name = "sealed-pq"
+    key = generate_model_key()
+    service_key = world.keyservice.attest(world.policy)
+    world.keyservice.upload_model_key(
+        world.owner, name, key, service_key, suite=Suite.MLKEM768X25519_SHA256_AES256GCM
+    )
+    world.keyservice.grant(world.owner, name, "alice", [enclave_measurement()])
+    sealed = tmp_path / "pq.sealed"
+    sealed.write_bytes(seal_model(models.mlp.read_bytes(), key, name))
+    world.server.client.deploy(name, sealed, sealed=True, keyservice=world.keyservice_url)
+    deployment = world.keyservice.deployment_key(name, policy=world.policy)
+    assert deployment.suite is Suite.MLKEM768X25519_SHA256_AES256GCM
+    out = world.server.client.infer_sealed(
+        name, {"input": _x()}, key=deployment, signer=world.alice
+    )
+    assert out["output"].shape == (1, 4)
+
+
+def test_keyservice_restart_leases_fail_closed_then_recover(world: World) -> None:
+    """Keys are leased, not cached forever: with the KeyService gone a warm enclave stops
+    serving within a lease; once it is back (same store: grants and keys survived) the enclave
+    renews or re-attests and serves again. Runs last: it restarts the module's KeyService."""
+    client = world.server.client
+
+    def served() -> bool:
+        with contextlib.suppress(AccessDenied):
+            client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.alice)
+            return True
+        return False
+
+    assert served()
+    world.stop_keyservice()
+    stopped_at = time.monotonic()
+    wait_until(lambda: not served(), 10, "the lease to lapse without its KeyService")
+    assert time.monotonic() - stopped_at <= 5.5
+    world.restart_keyservice()
+    wait_until(served, 15, "the enclave to renew its lease with the restarted KeyService")
+    # the restarted KeyService still has the model's deployment key (its store is sealed at rest)
+    assert world.keyservice.deployment_key(MODEL, policy=world.policy) == world.key
