@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     deploy = commands.add_parser("deploy", help="register an ONNX model as a function")
     deploy.add_argument("name")
-    deploy.add_argument("model", type=Path)
+    deploy.add_argument("model", type=Path, nargs="?", help="omit with --model-store")
     _url(deploy)
     defaults = FunctionSpec("x")
     for flag, kind in (
@@ -120,6 +120,10 @@ def _deploy(args: argparse.Namespace) -> int:
             settings[_spec_key(flag)] = value
     if args.sealed:
         settings.update(sealed=True, keyservice=args.keyservice)
+        if args.model_store:
+            settings["model_store"] = args.model_store
+    elif args.model is None:
+        raise SealfnError("deploy needs MODEL.onnx (or --sealed --model-store URL)")
     with Client(args.url) as client:
         result = client.deploy(args.name, args.model, **settings)
     inputs = ", ".join(f"{t['name']}{t['shape']}" for t in result["signature"]["inputs"])

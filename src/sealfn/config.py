@@ -39,6 +39,7 @@ class FunctionSpec:
     group: str | None = None  # functions in one group may share instances (Fn-Packer)
     sealed: bool = False  # the model is sealed: only attested enclave instances can open it
     keyservice: str | None = None  # URL of the KeyService that releases a sealed model's keys
+    model_store: str | None = None  # sealed model fetched by the enclave from this store (URL)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -57,6 +58,8 @@ class FunctionSpec:
             check_name(self.group)
         if not isinstance(self.sealed, bool):
             raise ConfigError(f"sealed={self.sealed!r} must be true or false")
+        if self.model_store is not None and not self.sealed:
+            raise ConfigError("model_store= is for sealed models (the enclave fetches them)")
         if self.sealed and not self.keyservice:
             raise ConfigError("a sealed function needs keyservice= (the KeyService URL)")
         if self.keyservice is not None and not str(self.keyservice).startswith(

@@ -43,6 +43,8 @@ def add_commands(commands: Any) -> None:
     upload.add_argument("--key-file", type=Path, required=True)
     upload.add_argument("--as", dest="principal", required=True, help="the owner")
     upload.add_argument("--suite", choices=sorted(SUITES), default="x25519")
+    upload.add_argument("--sealed-file", type=Path, default=None, help="also put it in --store")
+    upload.add_argument("--store", default=None, help="model store: a folder or an fsspec URL")
     _keyservice_flags(upload)
     upload.set_defaults(run=_upload)
     for verb, run in (("grant", _grant), ("revoke", _revoke)):
@@ -69,6 +71,10 @@ def add_commands(commands: Any) -> None:
 def add_sealed_flags(parser: argparse.ArgumentParser, *, invoke: bool) -> None:
     """`deploy --sealed` / `invoke --sealed` flags."""
     parser.add_argument("--sealed", action="store_true", help="a sealed model / sealed request")
+    if not invoke:
+        parser.add_argument(
+            "--model-store", default=None, help="the enclave fetches the sealed model from here"
+        )
     if invoke:
         parser.add_argument("--as", dest="principal", default=None, help="the user (sealed)")
     _keyservice_flags(parser, attest=invoke)
@@ -163,6 +169,11 @@ def _upload(args: argparse.Namespace) -> int:
             owner, args.model_id, key, service_key, suite=Suite(SUITES[args.suite])
         )
     print(f"uploaded the key of {args.model_id}; deployment key {deployment.public_key.hex()}")
+    if args.store and args.sealed_file:
+        from sealfn.modelstore import open_store
+
+        digest = open_store(args.store).put(args.model_id, args.sealed_file.read_bytes())
+        print(f"stored the sealed model in {args.store} ({digest})")
     return 0
 
 

@@ -295,6 +295,29 @@ def test_enclave_code_changed_by_one_byte_gets_no_keys(
         world.server.client.infer_sealed(name, {"input": _x()}, key=deployment, signer=world.alice)
 
 
+def test_enclave_fetches_the_sealed_model_from_the_store(
+    world: World, tmp_path: Path, models: Models
+) -> None:
+    """Deployed by reference: the gateway keeps nothing; the enclave fetches from the store."""
+    from sealfn.modelstore import open_store
+
+    name = "sealed-stored"
+    key = generate_model_key()
+    world.keyservice.upload_model_key(world.owner, name, key, world.keyservice.attest(world.policy))
+    world.keyservice.grant(world.owner, name, "alice", [enclave_measurement()])
+    store = tmp_path / "store"
+    open_store(str(store)).put(name, seal_model(models.mlp.read_bytes(), key, name))
+    spec = {"sealed": True, "keyservice": world.keyservice_url, "model_store": str(store)}
+    world.server.client.deploy(name, None, **spec)
+    deployment = world.keyservice.deployment_key(name, policy=world.policy)
+    out = world.server.client.infer_sealed(
+        name, {"input": _x()}, key=deployment, signer=world.alice
+    )
+    assert out["output"].shape == (1, 4)
+    assert not (world.server.state_dir / "functions" / name / "model.sealed").exists()
+    assert "fetch_s" in world.server.function(name)["last_cold_start"]
+
+
 def test_post_quantum_suite_end_to_end(world: World, tmp_path: Path, models: Models) -> None:
     """A model whose deployment key is the ML-KEM-768+X25519 hybrid serves sealed requests."""
     from sealfn.envelope import Suite

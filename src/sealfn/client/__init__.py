@@ -104,11 +104,12 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/v2/models/{name}").json()
         return result
 
-    def deploy(self, name: str, model: Path, **settings: Any) -> dict[str, Any]:
+    def deploy(self, name: str, model: Path | None, **settings: Any) -> dict[str, Any]:
+        """Deploy ``model`` (ONNX, or sealed with ``sealed=True``); ``model=None`` with
+        ``model_store=URL``: the enclave fetches the sealed model from the store itself."""
         headers = {"x-sealfn-spec": json.dumps(settings)}
-        reply = self._call(
-            "PUT", f"/admin/functions/{name}", content=model.read_bytes(), headers=headers
-        )
+        content = model.read_bytes() if model is not None else b""
+        reply = self._call("PUT", f"/admin/functions/{name}", content=content, headers=headers)
         result: dict[str, Any] = reply.json()
         return result
 

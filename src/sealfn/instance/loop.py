@@ -89,7 +89,7 @@ class InstanceLoop:
             self._sealed = SealedModels(self._host)
         breakdown = self._sealed.load(
             name,
-            path,
+            meta.get("store") or path,
             str(meta["keyservice"]),
             str(meta.get("tee", "auto")),
             meta.get("platform_dir"),

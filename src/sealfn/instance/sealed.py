@@ -29,6 +29,7 @@ from sealfn.instance.models import ModelHost
 from sealfn.keyservice.client import KeyServiceClient
 from sealfn.keyservice.enclave import KeyLease
 from sealfn.keyservice.release import ModelKeys
+from sealfn.modelstore import open_store
 from sealfn.sealed_model import open_model
 from sealfn.sealed_request import SealedInference, open_inference
 from sealfn.signature import ModelSignature, datatype_of, signature_from_session, validate
@@ -85,7 +86,7 @@ class SealedModels:
         return name in self._models
 
     def load(
-        self, name: str, path: Path, keyservice: str, tee: str, platform_dir: str | None
+        self, name: str, source: Path | str, keyservice: str, tee: str, platform_dir: str | None
     ) -> dict[str, float]:
         """Attest, fetch keys, decrypt and load ``name``; returns the cold-start breakdown (s)."""
         timings: dict[str, float] = {}
@@ -100,7 +101,8 @@ class SealedModels:
         if keys is None:
             raise AccessDenied(f"the KeyService released no keys for {name!r}")
         mark = time.perf_counter()
-        sealed = path.read_bytes()
+        # A path: the gateway's copy. A URL: the untrusted model store (local dir or fsspec).
+        sealed = source.read_bytes() if isinstance(source, Path) else open_store(source).get(name)
         timings["fetch_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         plaintext = open_model(sealed, keys.model_key, name)

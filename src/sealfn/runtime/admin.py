@@ -29,7 +29,7 @@ def routes(pool: Pool, registry: Registry, metrics: Metrics, config: ServerConfi
         try:
             spec = _spec(request)
             model = await read_body(request, config.max_model_bytes)
-            if not model:
+            if not model and not spec.model_store:
                 raise ConfigError("the request body must be the ONNX model")
             created = spec.name not in pool.functions
             deployment = await asyncio.to_thread(registry.save, spec, model)

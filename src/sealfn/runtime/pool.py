@@ -266,6 +266,7 @@ class Pool:
             return {}
         return {
             "sealed": True,
+            "store": function.spec.model_store,
             "keyservice": function.spec.keyservice,
             "tee": self.config.tee,
             "platform_dir": self.config.tee_platform_dir,

@@ -42,8 +42,11 @@ class Registry:
         staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
         try:
             model_file = staging / (SEALED_FILE if spec.sealed else MODEL_FILE)
-            model_file.write_bytes(model)
-            signature = _check_sealed(spec, model) if spec.sealed else self._inspect(model_file)
+            if spec.model_store:  # the enclave fetches it from the store: nothing kept here
+                signature = ModelSignature(inputs=(), outputs=())
+            else:
+                model_file.write_bytes(model)
+                signature = _check_sealed(spec, model) if spec.sealed else self._inspect(model_file)
             record = {"spec": spec.to_dict(), "signature": signature.to_dict()}
             (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
             _fsync_dir(staging)
