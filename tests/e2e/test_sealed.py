@@ -134,6 +134,17 @@ def test_granted_user_gets_the_right_answer(
     np.testing.assert_allclose(out["output"], reference(models.mlp, {"input": x})["output"])
 
 
+def test_sealed_session_verifies_and_infers(world: World) -> None:
+    import sealfn
+
+    with (
+        sealfn.Client(world.server.url) as client,
+        client.sealed(world.keyservice_url, world.alice, world.policy) as session,
+    ):
+        assert session.key(MODEL) == world.key
+        assert session.infer(MODEL, {"input": _x()})["output"].shape == (1, 4)
+
+
 def test_cold_start_breakdown_is_reported(world: World) -> None:
     world.server.client.infer_sealed(MODEL, {"input": _x()}, key=world.key, signer=world.alice)
     last = world.server.function(MODEL)["last_cold_start"]

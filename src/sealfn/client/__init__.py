@@ -25,10 +25,11 @@ from sealfn.errors import (
 from sealfn.signature import datatype_of
 
 if TYPE_CHECKING:
+    from sealfn.attestation import Policy
     from sealfn.keyservice.keys import DeploymentKey
     from sealfn.sealed_request import Signer
 
-__all__ = ["DEFAULT_URL", "Client"]
+__all__ = ["DEFAULT_URL", "Client", "SealedSession"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 SEALED_CONTENT_TYPE = "application/vnd.sealfn.sealed"
@@ -100,6 +101,11 @@ class Client:
         response = oip.decode_response(opened.body, opened.header_length)
         return {t.name: t.data for t in response.outputs}
 
+    def sealed(self, keyservice: str, signer: Signer, policy: Policy) -> SealedSession:
+        """A session for sealed calls: it verifies the KeyService's attestation of each model's
+        deployment key (once per model) under ``policy``, then seals, sends and opens."""
+        return SealedSession(self, keyservice, signer, policy)
+
     def metadata(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v2/models/{name}").json()
         return result
@@ -149,6 +155,34 @@ class Client:
                 raise EnvelopeError()
             raise _ERRORS.get(reply.status_code, SealfnError)(message)
         return reply
+
+
+class SealedSession:
+    """Sealed inference as one call: ``session.infer(name, {"input": x})``."""
+
+    def __init__(self, client: Client, keyservice: str, signer: Signer, policy: Policy) -> None:
+        from sealfn.keyservice.client import KeyServiceClient
+
+        self._client = client
+        self._keyservice = KeyServiceClient(keyservice)
+        self._signer = signer
+        self._policy = policy
+        self._keys: dict[str, DeploymentKey] = {}
+
+    def __enter__(self) -> SealedSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._keyservice.close()
+
+    def key(self, name: str) -> DeploymentKey:
+        """The deployment key of ``name``, attested by the KeyService (cached per session)."""
+        if name not in self._keys:
+            self._keys[name] = self._keyservice.deployment_key(name, policy=self._policy)
+        return self._keys[name]
+
+    def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._client.infer_sealed(name, inputs, key=self.key(name), signer=self._signer)
 
 
 def _tensors(inputs: Mapping[str, np.ndarray]) -> list[oip.Tensor]:
