@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 SEALFN = Path(sys.executable).with_name("sealfn")  # the console script the README uses
 Reference = Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]]

@@ -14,7 +14,7 @@ from sealfn import oip
 from sealfn.errors import ModelError, PayloadTooLarge
 
 if TYPE_CHECKING:
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 X = np.ones((2, 16), dtype=np.float32)
 

@@ -18,7 +18,7 @@ from sealfn.client import Client
 from sealfn.errors import SealfnError, Unavailable
 
 if TYPE_CHECKING:
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 CLIENTS = 6
 MAX_BATCH = 4

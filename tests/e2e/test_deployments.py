@@ -15,7 +15,7 @@ from sealfn.errors import NotFound
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 Reference = Callable[["Path", dict[str, np.ndarray]], dict[str, np.ndarray]]
 X = np.linspace(-2, 2, 32, dtype=np.float32).reshape(2, 16)

@@ -16,7 +16,7 @@ from sealfn import oip
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 Reference = Callable[["Path", dict[str, np.ndarray]], dict[str, np.ndarray]]
 RNG = np.random.default_rng(42)

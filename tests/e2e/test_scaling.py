@@ -13,7 +13,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 MLP_X = np.ones((1, 16), dtype=np.float32)
 SLOW_X = np.ones((1, 256), dtype=np.float32)

@@ -15,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import Models, Server, free_port, launch, stop_cleanly, wait_until
 from sealfn.attestation import Policy
 from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput, Unavailable
 from sealfn.instance.sealed import enclave_measurement
@@ -25,6 +24,7 @@ from sealfn.keyservice.principal import Principal, PrincipalKind
 from sealfn.sealed_model import generate_model_key, seal_model
 from sealfn.sealed_request import CONTENT_TYPE, seal_inference
 from sealfn.tee.simulated import SimulatedPlatform
+from sealfn_testing import Models, Server, free_port, launch, stop_cleanly, wait_until
 
 MODEL = "sealed-mlp"
 

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import SEALFN, Models, free_port, launch, stop_cleanly, wait_until
+from sealfn_testing import SEALFN, Models, free_port, launch, stop_cleanly, wait_until
 
 
 def sealfn(*args: object) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import Models, Server
+    from sealfn_testing import Models, Server
 
 Reference = Callable[["Path", dict[str, np.ndarray]], dict[str, np.ndarray]]
 

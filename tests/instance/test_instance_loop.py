@@ -20,7 +20,7 @@ from sealfn.ipc.tensors import TensorWriter, read_tensor
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import Models
+    from sealfn_testing import Models
 
 Reference = Callable[["Path", dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -13,7 +13,7 @@ from sealfn.errors import InvalidInput, ModelError, NotFound
 from sealfn.instance.models import ModelHost
 
 if TYPE_CHECKING:
-    from conftest import Models
+    from sealfn_testing import Models
 
 Reference = Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]]
 RNG = np.random.default_rng(5)

@@ -37,7 +37,7 @@ from sealfn.runtime.pool import Pool
 from sealfn.signature import ModelSignature, TensorSpec, signature_from_onnx
 
 if TYPE_CHECKING:
-    from conftest import Models
+    from sealfn_testing import Models
 
 SIGNATURE = ModelSignature(
     (TensorSpec("input", "FP32", (-1, 4)),), (TensorSpec("output", "FP32", (-1, 4)),)

@@ -14,7 +14,7 @@ from sealfn.errors import ConfigError, ModelError, NotFound
 from sealfn.runtime.registry import MODEL_FILE, SPEC_FILE, Registry
 
 if TYPE_CHECKING:
-    from conftest import Models
+    from sealfn_testing import Models
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ server's debug log. Nothing here logs a key, a secret or a body.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,17 +29,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sealfn.errors import (
-    AccessDenied,
-    AttestationError,
-    ConfigError,
-    Conflict,
-    EnvelopeError,
     InvalidInput,
-    NotFound,
-    PayloadTooLarge,
     SealfnError,
-    Unavailable,
 )
+from sealfn.http_api import error_response, json_response, read_body
 from sealfn.keyservice.auth import SignedCall
 from sealfn.keyservice.keys import get_suite, suite_of
 from sealfn.keyservice.principal import PrincipalKind
@@ -50,25 +42,6 @@ from sealfn.keyservice.wire import b64, get, loads, unb64, unhex
 log = logging.getLogger("sealfn.keyservice")
 
 MAX_BODY_BYTES = 1 << 20  # evidence is at most 64 KiB; nothing legitimate comes near this
-
-# Error → status, most specific class first along the MRO; the same codes as the gateway's.
-STATUS: dict[type[SealfnError], int] = {
-    PayloadTooLarge: 413,
-    InvalidInput: 400,
-    ConfigError: 400,
-    EnvelopeError: 400,
-    AttestationError: 403,
-    AccessDenied: 403,
-    NotFound: 404,
-    Conflict: 409,
-    Unavailable: 503,
-    SealfnError: 500,
-}
-# What the caller sees instead of the message: no oracle on why evidence or an envelope failed.
-OPAQUE: dict[type[SealfnError], str] = {
-    AttestationError: "attestation failed",
-    EnvelopeError: "cannot open envelope",
-}
 
 Result = tuple[int, dict[str, Any]]
 Handler = Callable[[Request, bytes], Awaitable[Result]]
@@ -189,26 +162,12 @@ def _endpoint(handler: Handler, limit: int) -> Callable[[Request], Awaitable[Res
 
     async def endpoint(request: Request) -> Response:
         try:
-            status, doc = await handler(request, await _read_body(request, limit))
+            status, doc = await handler(request, await read_body(request, limit))
         except SealfnError as exc:
             return error_response(exc)
-        return _json(doc, status)
+        return json_response(doc, status)
 
     return endpoint
-
-
-def error_response(error: SealfnError) -> Response:
-    status = next((STATUS[c] for c in type(error).__mro__ if c in STATUS), 500)
-    public = next((OPAQUE[c] for c in type(error).__mro__ if c in OPAQUE), error.message)
-    if public != error.message:
-        log.debug("%s: %s", type(error).__name__, error.message)
-    elif status >= 500:
-        log.warning("%s: %s", type(error).__name__, error.message)
-    return _json({"error": public, "type": type(error).__name__}, status)
-
-
-def _json(doc: dict[str, Any], status: int) -> Response:
-    return Response(json.dumps(doc, separators=(",", ":")), status, media_type="application/json")
 
 
 def _signed(request: Request, body: bytes) -> SignedCall:
@@ -221,17 +180,3 @@ def _kind(value: str) -> PrincipalKind:
     except ValueError:
         kinds = ", ".join(k.value for k in PrincipalKind)
         raise InvalidInput(f"kind {value!r} is not one of {kinds}") from None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) anything over ``limit`` bytes before buffering it all."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)

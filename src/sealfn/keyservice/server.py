@@ -26,6 +26,7 @@ PACKAGES = (
     "sealfn.errors",
     "sealfn.types",
     "sealfn.config",  # imported by sealfn/__init__.py, which every sealfn import runs
+    "sealfn.http_api",
 )
 
 

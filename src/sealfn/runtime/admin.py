@@ -13,9 +13,9 @@ from starlette.routing import Route
 
 from sealfn.config import FunctionSpec, ServerConfig
 from sealfn.errors import ConfigError, SealfnError
+from sealfn.http_api import error_response, json_response, read_body
 from sealfn.runtime.cost import cost_report
 from sealfn.runtime.function import Function
-from sealfn.runtime.http import error_response, json_response, read_body
 from sealfn.runtime.metrics import Metrics
 from sealfn.runtime.pool import Pool
 from sealfn.runtime.registry import Registry

@@ -16,11 +16,11 @@ from starlette.routing import Route
 from sealfn import __version__, oip
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
+from sealfn.http_api import error_response, json_response, read_body
 from sealfn.runtime import admin
 from sealfn.runtime.executors.base import Executor
 from sealfn.runtime.executors.local import LocalExecutor
 from sealfn.runtime.function import Function
-from sealfn.runtime.http import error_response, json_response, read_body
 from sealfn.runtime.metrics import CONTENT_TYPE, Metrics
 from sealfn.runtime.pool import Pool
 from sealfn.runtime.registry import Registry

@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the gateway's routes: the one error→status table and bounded bodies."""
+"""HTTP plumbing every sealfn app shares (gateway, KeyService): the one error→status table,
+JSON replies, and request bodies bounded before they are buffered."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from sealfn.errors import (
     Unavailable,
 )
 
-log = logging.getLogger("sealfn.gateway")
+log = logging.getLogger("sealfn.http")
 
 # The one place errors become HTTP status codes; the most specific class wins (MRO order).
 STATUS: dict[type[SealfnError], int] = {
@@ -50,11 +51,22 @@ def status_for(error: SealfnError) -> int:
     return 500
 
 
+# What the caller sees instead of the message: no oracle on why evidence or an envelope failed.
+OPAQUE: dict[type[SealfnError], str] = {
+    AttestationError: "attestation failed",
+    EnvelopeError: "cannot open envelope",
+}
+
+
 def error_response(error: SealfnError) -> Response:
+    """``{"error": message, "type": class}`` with the error's status; crypto failures opaque."""
     status = status_for(error)
-    if status >= 500:
+    public = next((OPAQUE[c] for c in type(error).__mro__ if c in OPAQUE), error.message)
+    if public != error.message:
+        log.debug("%s: %s", type(error).__name__, error.message)
+    elif status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
-    return json_response({"error": error.message}, status)
+    return json_response({"error": public, "type": type(error).__name__}, status)
 
 
 def json_response(content: Any, status: int = 200) -> Response:
