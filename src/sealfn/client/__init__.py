@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
-from sealfn import oip
+from sealfn import errors, oip
 from sealfn.errors import (
     AccessDenied,
     DeadlineExceeded,
@@ -147,14 +147,23 @@ class Client:
         if sealed_ok and sealed:
             return reply  # a sealed refusal: only the sender can read why
         if reply.status_code >= 400:
-            try:
-                message = str(reply.json().get("error", reply.text))
-            except ValueError:
-                message = reply.text
-            if message == EnvelopeError().message:
-                raise EnvelopeError()
-            raise _ERRORS.get(reply.status_code, SealfnError)(message)
+            raise _error(reply)
         return reply
+
+
+def _error(reply: httpx.Response) -> SealfnError:
+    """The server's typed error (by its ``type``, else by status); crypto failures stay opaque."""
+    try:
+        doc = reply.json()
+        message, kind = str(doc.get("error", reply.text)), str(doc.get("type", ""))
+    except (ValueError, AttributeError):
+        message, kind = reply.text, ""
+    if message == EnvelopeError().message:
+        return EnvelopeError()
+    named = getattr(errors, kind, None)
+    if isinstance(named, type) and issubclass(named, SealfnError):
+        return named(message)
+    return _ERRORS.get(reply.status_code, SealfnError)(message)
 
 
 class SealedSession:
