@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,13 +32,13 @@ class ModelHost:
         self._ort = ort
         self._threads = intra_op_threads
         self.models: dict[str, LoadedModel] = {}
+        _share_thread_pool(ort, intra_op_threads)
 
     def load(self, name: str, source: Path | bytes) -> LoadedModel:
         """Load a model from a file, or from bytes (a sealed model decrypted in the enclave)."""
         start = time.perf_counter()
         options = self._ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
+        options.use_per_session_threads = False  # every model of this instance shares one pool
         options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
         try:
             session = self._ort.InferenceSession(
@@ -88,6 +89,21 @@ class ModelHost:
         except Exception as exc:  # onnxruntime's own exception types, translated here
             raise InvalidInput(f"model {model.name!r} rejected the input: {exc}") from exc
         return dict(zip(model.output_names, values, strict=True))
+
+
+_POOL_SET = False
+
+
+def _share_thread_pool(ort: Any, intra_op_threads: int) -> None:
+    """One onnxruntime thread pool for all sessions of this process (set before the first)."""
+    global _POOL_SET  # noqa: PLW0603 - onnxruntime's environment is process-wide, set once
+    if _POOL_SET:
+        return
+    from onnxruntime.capi import _pybind_state
+
+    threads = intra_op_threads or len(os.sched_getaffinity(0))
+    _pybind_state.set_global_thread_pool_sizes(threads, 1)
+    _POOL_SET = True
 
 
 def _batch_size(request: Mapping[str, np.ndarray]) -> int:
