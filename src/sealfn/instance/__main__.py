@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     arena = None
     if args.arena_fd >= 0:
         arena = Arena(args.arena_fd, ArenaLayout(args.slots, args.slot_bytes))
-    host = ModelHost(args.threads)
+    host = ModelHost(args.threads, shared_pool=True)
     InstanceLoop(sock, arena, host, args.slots, args.inline_bytes).serve()
     return 0
 

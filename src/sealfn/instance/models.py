@@ -26,19 +26,27 @@ class LoadedModel:
 class ModelHost:
     """Holds onnxruntime sessions by model name; one instance may keep several."""
 
-    def __init__(self, intra_op_threads: int = 0) -> None:
+    def __init__(self, intra_op_threads: int = 0, *, shared_pool: bool = False) -> None:
+        """``shared_pool``: one onnxruntime thread pool for every session (instances do this;
+        it is process-wide, so every later session in the process must share it too)."""
         import onnxruntime as ort  # imported here: the gateway never loads onnxruntime sessions
 
         self._ort = ort
         self._threads = intra_op_threads
         self.models: dict[str, LoadedModel] = {}
-        _share_thread_pool(ort, intra_op_threads)
+        self._shared = shared_pool
+        if shared_pool:
+            _share_thread_pool(ort, intra_op_threads)
 
     def load(self, name: str, source: Path | bytes) -> LoadedModel:
         """Load a model from a file, or from bytes (a sealed model decrypted in the enclave)."""
         start = time.perf_counter()
         options = self._ort.SessionOptions()
-        options.use_per_session_threads = False  # every model of this instance shares one pool
+        if self._shared:
+            options.use_per_session_threads = False  # every model here shares one pool
+        else:
+            options.intra_op_num_threads = self._threads
+            options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
         try:
             session = self._ort.InferenceSession(
