@@ -1,0 +1,401 @@
+"""Fn-Packer: which instance of a packed pool serves a model's request: ``place(model, ...)``.
+
+A packed pool holds identical instances that can each load several models of one runtime
+(SeSeMI's Fn-Packer). `place` decides, for one request of a model, in this order:
+
+1. RUN on a free serving instance that has the model loaded.
+2. QUEUE for a busy or starting instance that has it, when it is expected free no later than
+   loading the model elsewhere would take (switch cost vs wait) and the model is not hot.
+3. LOAD_AND_RUN on a free instance that fits the model after evicting least recently used idle
+   models; never a model with work in flight, never the claimant of a live claim.
+4. START_INSTANCE while the pool is below ``max_instances``.
+5. QUEUE: for the nearest instance with the model, or, when none has it, on a free instance
+   claimed by another model (a claim yields rather than starve a model), or for any slot.
+
+Claims (SeSeMI): a model that runs under concurrency (another of its requests queued or in
+flight) claims the instance; no other model loads there while the claim is live, that is while
+the claimant is in flight or was used less than ``claim_factor`` x its exec_s ago.
+
+It never fails for lack of capacity (SeSeMI's prototype answered "all busy"): the caller keeps
+the request queued and calls `place` again when an instance frees up or becomes ready.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from sealfn.errors import ConfigError
+from sealfn.runtime.lifecycle import ALIVE, SERVING, InstanceState
+from sealfn.types import InstanceId
+
+# Sums like 0.1 + 0.2 MB land a hair above an exact fit; without this slack a model that fits
+# would look too big.
+_MB_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """What a model costs an instance; the pool learns the times from observed runs."""
+
+    name: str
+    memory_mb: float  # MB it holds while loaded
+    switch_s: float  # seconds to load (and decrypt) it into an instance that lacks it
+    exec_s: float  # seconds one batch runs (last or EWMA)
+
+    def __post_init__(self) -> None:
+        for key in ("memory_mb", "switch_s", "exec_s"):
+            value = getattr(self, key)
+            if not value >= 0:
+                raise ConfigError(f"model {self.name!r}: {key} must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded in an instance."""
+
+    name: str
+    memory_mb: float  # MB it holds there (its ModelCost.memory_mb when it was loaded)
+    last_used: float  # monotonic seconds of its last dispatch or batch completion there
+    in_flight: int = 0  # its batches running there now
+
+
+@dataclass(frozen=True)
+class PackedInstance:
+    """What the packer needs to know about one instance, copied out of the pool."""
+
+    id: InstanceId
+    state: InstanceState
+    capacity: int  # batches it may run at once, >= 1
+    loaded: tuple[LoadedModel, ...] = ()  # a STARTING instance lists the model it is loading
+    claimed_by: str | None = None  # model that claimed it; live or lapsed, see `claim_holds`
+    ready_at: float | None = None  # STARTING only: expected ready (monotonic s); None = soon
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1:
+            raise ConfigError(f"instance {self.id!r}: capacity must be >= 1, not {self.capacity}")
+
+    @property
+    def in_flight(self) -> int:
+        """Batches running now, over all its models."""
+        return sum(m.in_flight for m in self.loaded)
+
+    def model(self, name: str) -> LoadedModel | None:
+        """The loaded model called ``name``, or None."""
+        return next((m for m in self.loaded if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class PackerPolicy:
+    """Knobs of one packed pool; times in seconds, memory in MB."""
+
+    max_instances: int  # alive instances (starting and draining included) the pool may hold
+    memory_budget_mb: float  # MB for loaded models in each instance (instances are identical)
+    claim_factor: float = 2.0  # a claim lapses after claim_factor x exec_s idle (SeSeMI: 2)
+    spread_queue: int = 4  # queued requests per instance holding a model before it spreads
+    start_s: float = 0.0  # seconds to start an instance before it can load a model
+
+    def __post_init__(self) -> None:
+        _require(self.max_instances >= 1, "max_instances", self.max_instances)
+        _require(self.memory_budget_mb > 0, "memory_budget_mb", self.memory_budget_mb)
+        _require(self.claim_factor >= 0, "claim_factor", self.claim_factor)
+        _require(self.spread_queue >= 1, "spread_queue", self.spread_queue)
+        _require(self.start_s >= 0, "start_s", self.start_s)
+
+
+class PlacementKind(enum.Enum):
+    """What the pool should do with the request."""
+
+    RUN = "run"  # dispatch to `instance`, which has the model loaded
+    LOAD_AND_RUN = "load_and_run"  # unload `evict` from `instance`, load the model, dispatch
+    START_INSTANCE = "start_instance"  # start a new instance that loads the model
+    QUEUE = "queue"  # keep it queued; `instance`, if set, is the one expected to serve it
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The outcome of one `place` call."""
+
+    kind: PlacementKind
+    instance: InstanceId | None  # None for START_INSTANCE, and for QUEUE with no likely server
+    reason: str  # short, for logs and metrics
+    evict: tuple[str, ...] = ()  # LOAD_AND_RUN: models to unload first, least recently used first
+    claim: bool = False  # RUN/LOAD_AND_RUN: record the instance as claimed by the model
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One `place` call's inputs that every step reads."""
+
+    model: ModelCost
+    policy: PackerPolicy
+    costs: Mapping[str, ModelCost]
+    now: float
+
+
+def place(  # noqa: PLR0917 - the loop passes plain data positionally; time is last but one
+    model: ModelCost,
+    instances: Sequence[PackedInstance],
+    queued: int,
+    policy: PackerPolicy,
+    now: float,
+    costs: Mapping[str, ModelCost],
+) -> Placement:
+    """Decide where one request of ``model`` goes; see the module docstring for the order.
+
+    ``instances`` are the pool's instances (GONE ones are ignored); ``queued`` counts the
+    model's waiting requests, this one included; ``costs`` gives the exec time of the other
+    loaded models (one missing is taken as instant: it holds no claim and frees at once).
+    Ties go to the most recently used instance, then the smallest id, so the answer does not
+    depend on the order of ``instances``. Raises `ConfigError` when the model is bigger than
+    an instance's memory budget: no placement could ever serve it.
+    """
+    _check_fits(model, policy)
+    ask = _Ask(model, policy, {**costs, model.name: model}, now)
+    alive = [i for i in instances if i.state in ALIVE]
+    concurrent = queued > 1 or any(_running(i, model.name) for i in alive)
+    run = _run_target(ask, alive)
+    if run is not None:
+        return _dispatch(PlacementKind.RUN, run, (), ask, concurrent, "loaded on a free instance")
+    return _place_elsewhere(ask, alive, queued, concurrent)
+
+
+def claim_holds(
+    instance: PackedInstance, costs: Mapping[str, ModelCost], policy: PackerPolicy, now: float
+) -> bool:
+    """Whether ``instance``'s claim is live: its claimant is loaded there and in flight, or was
+    used less than ``claim_factor`` x its exec_s ago."""
+    claimant = instance.model(instance.claimed_by) if instance.claimed_by else None
+    if claimant is None:
+        return False
+    if claimant.in_flight > 0:
+        return True
+    cost = costs.get(claimant.name)
+    linger = policy.claim_factor * cost.exec_s if cost is not None else 0.0
+    return now - claimant.last_used < linger
+
+
+def expire_claims(
+    instances: Iterable[PackedInstance],
+    costs: Mapping[str, ModelCost],
+    policy: PackerPolicy,
+    now: float,
+) -> tuple[InstanceId, ...]:
+    """Ids of instances whose claim has lapsed (sorted); the pool clears their ``claimed_by``.
+
+    `place` already ignores lapsed claims; this only keeps the pool's record tidy.
+    """
+    lapsed = (i.id for i in instances if i.claimed_by and not claim_holds(i, costs, policy, now))
+    return tuple(sorted(lapsed))
+
+
+def unload_idle(
+    instances: Iterable[PackedInstance], keep_alive_s: float, now: float
+) -> tuple[tuple[InstanceId, str], ...]:
+    """(instance id, model) pairs to unload: serving instances' models with nothing in flight,
+    last used ``keep_alive_s`` or more ago. Per model: an instance's busy or recently used
+    models do not keep its idle ones loaded. Sorted by instance id, then model."""
+    pairs = (
+        (i.id, m.name)
+        for i in instances
+        if i.state in SERVING
+        for m in i.loaded
+        if m.in_flight == 0 and now - m.last_used >= keep_alive_s
+    )
+    return tuple(sorted(pairs))
+
+
+# ---- the steps of `place` -----------------------------------------------------------------
+
+
+def _place_elsewhere(
+    ask: _Ask, alive: Sequence[PackedInstance], queued: int, concurrent: bool
+) -> Placement:
+    """Steps 2-5: no free instance has the model loaded."""
+    holder, wait = _nearest_holder(ask, alive)
+    holders = sum(_holds(i, ask.model.name) for i in alive)
+    hot = queued > ask.policy.spread_queue * holders
+    load = _load_target(ask, alive, yield_claims=False)
+    can_start = len(alive) < ask.policy.max_instances
+    alternative = _cheapest_alternative(ask, load is not None, can_start)
+    if holder is not None and not hot and wait <= alternative:
+        return _queue(holder, f"{holder} frees in ~{wait:.3g}s <= {alternative:.3g}s elsewhere")
+    if load is not None:
+        why = "hot model spreads" if hot and holder is not None else "load on a free instance"
+        return _dispatch(PlacementKind.LOAD_AND_RUN, *load, ask, concurrent, why)
+    if can_start:
+        why = "hot model spreads" if hot and holder is not None else "no free instance fits"
+        return Placement(PlacementKind.START_INSTANCE, None, f"{why}; start one")
+    if holder is not None:
+        return _queue(holder, "hot, but no room to spread: wait for an instance that has it")
+    return _starving(ask, alive, concurrent)
+
+
+def _starving(ask: _Ask, alive: Sequence[PackedInstance], concurrent: bool) -> Placement:
+    """No instance has the model and the pool is full: a claimed instance with room yields
+    (alongside its claimant, never evicting it) rather than leave the model waiting forever."""
+    load = _load_target(ask, alive, yield_claims=True)
+    if load is not None:
+        why = "claim yields: nothing else can serve it"
+        return _dispatch(PlacementKind.LOAD_AND_RUN, *load, ask, concurrent, why)
+    return _queue(None, "all instances busy or full, pool at max_instances")
+
+
+def _run_target(ask: _Ask, alive: Sequence[PackedInstance]) -> PackedInstance | None:
+    """A free serving instance with the model loaded: unclaimed by others first, then least
+    loaded, then the model's most recent use, then the smallest id."""
+    name = ask.model.name
+    ready = [i for i in alive if _free(i) and i.model(name) is not None]
+    return min(
+        ready,
+        key=lambda i: (
+            _claimed_by_other(i, ask),
+            Fraction(i.in_flight, i.capacity),
+            -_last_used(i, name),
+            i.id,
+        ),
+        default=None,
+    )
+
+
+def _nearest_holder(ask: _Ask, alive: Sequence[PackedInstance]) -> tuple[InstanceId | None, float]:
+    """The busy or starting instance with the model expected to serve it soonest, and the
+    seconds until then; (None, inf) when no instance has it."""
+    name = ask.model.name
+    holders = [i for i in alive if _holds(i, name)]
+    if not holders:
+        return None, math.inf
+    best = min(holders, key=lambda i: (_wait(i, ask), -_last_used(i, name), i.id))
+    return best.id, _wait(best, ask)
+
+
+def _wait(instance: PackedInstance, ask: _Ask) -> float:
+    """Seconds until ``instance`` can take a batch. Starting: until ``ready_at`` (None: now).
+    Busy: the shortest exec_s among its running models, an upper bound on when the first
+    running batch ends (we do not track when each batch started)."""
+    if instance.state is InstanceState.STARTING:
+        return 0.0 if instance.ready_at is None else max(0.0, instance.ready_at - ask.now)
+    running = (ask.costs.get(m.name) for m in instance.loaded if m.in_flight > 0)
+    return min((0.0 if c is None else c.exec_s for c in running), default=0.0)
+
+
+def _cheapest_alternative(ask: _Ask, can_load: bool, can_start: bool) -> float:
+    """Seconds until the model could run if not on an instance that already has it."""
+    if can_load:
+        return ask.model.switch_s
+    if can_start:
+        return ask.policy.start_s + ask.model.switch_s
+    return math.inf
+
+
+def _load_target(
+    ask: _Ask, alive: Sequence[PackedInstance], *, yield_claims: bool
+) -> tuple[PackedInstance, tuple[str, ...]] | None:
+    """A free serving instance the model fits into, with its evictions: fewest evictions, then
+    least loaded, then most recently used, then smallest id. Live claims of other models are
+    skipped unless ``yield_claims``."""
+    options = [
+        (i, evict)
+        for i in alive
+        if _free(i) and (yield_claims or not _claimed_by_other(i, ask))
+        for evict in [_evictions(i, ask)]
+        if evict is not None
+    ]
+    return min(
+        options,
+        key=lambda o: (
+            len(o[1]),
+            Fraction(o[0].in_flight, o[0].capacity),
+            -_recency(o[0]),
+            o[0].id,
+        ),
+        default=None,
+    )
+
+
+def _evictions(instance: PackedInstance, ask: _Ask) -> tuple[str, ...] | None:
+    """Least recently used idle models to unload so the model fits; None if it cannot fit.
+
+    Models with work in flight and the claimant of a live claim are never evicted.
+    """
+    excess = sum(m.memory_mb for m in instance.loaded) + ask.model.memory_mb
+    excess -= ask.policy.memory_budget_mb
+    protected = instance.claimed_by if _claim_live(instance, ask) else None
+    idle = [m for m in instance.loaded if m.in_flight == 0 and m.name != protected]
+    evict: list[str] = []
+    for victim in sorted(idle, key=lambda m: (m.last_used, m.name)):
+        if excess <= _MB_SLACK:
+            break
+        evict.append(victim.name)
+        excess -= victim.memory_mb
+    return tuple(evict) if excess <= _MB_SLACK else None
+
+
+def _dispatch(  # noqa: PLR0917 - a private step, called with the decision in order
+    kind: PlacementKind,
+    instance: PackedInstance,
+    evict: tuple[str, ...],
+    ask: _Ask,
+    concurrent: bool,
+    reason: str,
+) -> Placement:
+    """RUN or LOAD_AND_RUN; under concurrency the model claims the instance unless another
+    model's claim is live there (SeSeMI: a hot model keeps its instance warm)."""
+    claim = concurrent and not _claimed_by_other(instance, ask)
+    return Placement(kind, instance.id, reason, evict=evict, claim=claim)
+
+
+def _queue(instance: InstanceId | None, reason: str) -> Placement:
+    return Placement(PlacementKind.QUEUE, instance, reason)
+
+
+# ---- small facts about one instance -------------------------------------------------------
+
+
+def _free(instance: PackedInstance) -> bool:
+    return instance.state in SERVING and instance.in_flight < instance.capacity
+
+
+def _holds(instance: PackedInstance, name: str) -> bool:
+    """Has ``name`` loaded (or is loading it) and will serve: serving or starting."""
+    serving = instance.state in SERVING or instance.state is InstanceState.STARTING
+    return serving and instance.model(name) is not None
+
+
+def _running(instance: PackedInstance, name: str) -> bool:
+    loaded = instance.model(name)
+    return loaded is not None and loaded.in_flight > 0
+
+
+def _claim_live(instance: PackedInstance, ask: _Ask) -> bool:
+    return claim_holds(instance, ask.costs, ask.policy, ask.now)
+
+
+def _claimed_by_other(instance: PackedInstance, ask: _Ask) -> bool:
+    return instance.claimed_by != ask.model.name and _claim_live(instance, ask)
+
+
+def _last_used(instance: PackedInstance, name: str) -> float:
+    loaded = instance.model(name)
+    return -math.inf if loaded is None else loaded.last_used
+
+
+def _recency(instance: PackedInstance) -> float:
+    """When any model of the instance was last used; -inf for an empty instance."""
+    return max((m.last_used for m in instance.loaded), default=-math.inf)
+
+
+def _check_fits(model: ModelCost, policy: PackerPolicy) -> None:
+    if model.memory_mb > policy.memory_budget_mb + _MB_SLACK:
+        raise ConfigError(
+            f"model {model.name!r} needs {model.memory_mb:g} MB, more than the "
+            f"{policy.memory_budget_mb:g} MB memory budget of an instance"
+        )
+
+
+def _require(ok: bool, key: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"packer setting {key} has a bad value: {value!r}")
