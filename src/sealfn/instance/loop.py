@@ -80,9 +80,15 @@ class InstanceLoop:
 
     def _load(self, meta: dict[str, Any]) -> tuple[Kind, dict[str, Any], bytes]:
         name, path = str(meta["model"]), Path(str(meta["path"]))
+        before = _rss_mb()
         if not meta.get("sealed"):
             model = self._host.load(name, path)
-            return Kind.LOADED, {"model": name, "load_s": model.load_s}, b""
+            growth = _rss_mb() - before
+            return (
+                Kind.LOADED,
+                {"model": name, "load_s": model.load_s, "rss_growth_mb": growth},
+                b"",
+            )
         if self._sealed is None:
             from sealfn.instance.sealed import SealedModels  # plain instances skip its imports
 
@@ -178,6 +184,12 @@ class InstanceLoop:
             if not chunk:
                 return None  # the gateway closed its end: exit quietly
             buffer += chunk
+
+
+def _rss_mb() -> float:
+    """This process's resident memory in MB (read from /proc: cheap, no psutil import)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _failure(exc: Exception) -> dict[str, Any]:

@@ -26,33 +26,38 @@ class LoadedModel:
 class ModelHost:
     """Holds onnxruntime sessions by model name; one instance may keep several."""
 
-    def __init__(self, intra_op_threads: int = 0, *, shared_pool: bool = False) -> None:
+    def __init__(
+        self, intra_op_threads: int = 0, *, shared_pool: bool = False, share_weights: bool = False
+    ) -> None:
         """``shared_pool``: one onnxruntime thread pool for every session (instances do this;
-        it is process-wide, so every later session in the process must share it too)."""
+        it is process-wide, so every later session in the process must share it too).
+
+        ``share_weights``: keep the weights of a model loaded from a path in the pages onnxruntime
+        maps from its external data file (``sealfn.weights``), so every instance of the model on
+        this host shares one copy. It turns off the rewrites that copy weights (see
+        ``_KEEP_WEIGHTS_MAPPED``): less memory per instance, but slower convolutions."""
         import onnxruntime as ort  # imported here: the gateway never loads onnxruntime sessions
 
         self._ort = ort
         self._threads = intra_op_threads
         self.models: dict[str, LoadedModel] = {}
         self._shared = shared_pool
+        self._share_weights = share_weights
         if shared_pool:
             _share_thread_pool(ort, intra_op_threads)
 
     def load(self, name: str, source: Path | bytes) -> LoadedModel:
-        """Load a model from a file, or from bytes (a sealed model decrypted in the enclave)."""
+        """Load a model from a file, or from bytes (a sealed model decrypted in the enclave).
+
+        Bytes are never shared: a sealed model's weights stay in this process's private memory."""
         start = time.perf_counter()
-        options = self._ort.SessionOptions()
-        if self._shared:
-            options.use_per_session_threads = False  # every model here shares one pool
-        else:
-            options.intra_op_num_threads = self._threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
+        share = self._share_weights and not isinstance(source, bytes)
         try:
             session = self._ort.InferenceSession(
                 source if isinstance(source, bytes) else str(source),
-                sess_options=options,
+                sess_options=self._options(share),
                 providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(_WEIGHT_COPYING_OPTIMIZERS) if share else None,
             )
         except Exception as exc:  # onnxruntime raises its own unrelated exception types
             raise ModelError(f"model {name!r} cannot be loaded: {exc}") from exc
@@ -65,6 +70,19 @@ class ModelHost:
         )
         self.models[name] = model
         return model
+
+    def _options(self, share_weights: bool) -> Any:
+        options = self._ort.SessionOptions()
+        if self._shared:
+            options.use_per_session_threads = False  # every model here shares one pool
+        else:
+            options.intra_op_num_threads = self._threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
+        if share_weights:
+            for key, value in _KEEP_WEIGHTS_MAPPED.items():
+                options.add_session_config_entry(key, value)
+        return options
 
     def unload(self, name: str) -> None:
         self.models.pop(name, None)
@@ -98,6 +116,17 @@ class ModelHost:
             raise InvalidInput(f"model {model.name!r} rejected the input: {exc}") from exc
         return dict(zip(model.output_names, values, strict=True))
 
+
+# onnxruntime (1.31, CPU) maps external data files (``sealfn.weights``) and runs on the mapped
+# pages, unless something rewrites a weight into its own heap buffer. Measured on ResNet-18 and on
+# a 4x2048x2048 MatMul stack (benchmarks/shared_weights.py), two things do:
+# - the NCHWc layout transformer (graph level ORT_ENABLE_ALL, x86) reorders every Conv weight into
+#   blocked layout: no Conv weight stays mapped. Disabling it keeps them mapped, at a cost of about
+#   +25% latency for ResNet-18 at batch 1 (18 -> 23 ms, one thread, AVX-512).
+# - prepacking copies MatMul/Gemm weights into MLAS's packed layout. Disabling it keeps them
+#   mapped; batch 1 (GEMV) was not slower, batch 16 was (6-7 -> 9-11 ms for the MatMul stack).
+_WEIGHT_COPYING_OPTIMIZERS = ("NchwcTransformer",)
+_KEEP_WEIGHTS_MAPPED = {"session.disable_prepacking": "1"}
 
 _POOL_SET = False
 

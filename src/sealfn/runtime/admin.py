@@ -73,7 +73,7 @@ def routes(pool: Pool, registry: Registry, metrics: Metrics, config: ServerConfi
 def describe(function: Function, config: ServerConfig, now: float) -> dict[str, Any]:
     """Everything `sealfn status` shows about one function."""
     p50, p99 = function.percentiles()
-    report = cost_report(function.cost.gb_seconds(now), function.cost.requests, config.prices)
+    report = cost_report(function.gb_seconds(now), function.cost.requests, config.prices)
     starts = list(function.cold_start_s)
     return {
         "name": function.name,
@@ -88,8 +88,9 @@ def describe(function: Function, config: ServerConfig, now: float) -> dict[str, 
                 "in_flight": i.in_flight,
                 "models": sorted(i.models),
             }
-            for i in function.alive()
+            for i in function.holders()
         ],
+        "group": function.group.name if function.group is not None else None,
         "queue": len(function.queue),
         "in_flight": function.in_flight_requests,
         "requests": function.cost.requests,

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from sealfn.runtime.cost import CostMeter
 from sealfn.runtime.handle import InstanceHandle, Reply
 from sealfn.runtime.lifecycle import ALIVE, SERVING, InstanceState
 from sealfn.signature import ModelSignature
+
+if TYPE_CHECKING:
+    from sealfn.runtime.group import Group
 
 LATENCY_WINDOW = 8192  # requests kept for p50/p99
 
@@ -54,6 +58,7 @@ class Function:
     failures: int = 0
     start_failures: int = 0  # consecutive instance starts that failed
     removed: bool = False
+    group: Group | None = None  # set for functions deployed with --group (packed instances)
 
     @property
     def name(self) -> str:
@@ -89,9 +94,21 @@ class Function:
     def serving(self) -> list[InstanceHandle]:
         return [i for i in self.instances.values() if i.state in SERVING]
 
+    def holders(self) -> list[InstanceHandle]:
+        """The instances that serve this function: its own, or its packed group's."""
+        return self.group.alive() if self.group is not None else self.alive()
+
+    def gb_seconds(self, now: float) -> float:
+        """Billed memory x time; a packed group's bill is shared by request count."""
+        if self.group is None:
+            return self.cost.gb_seconds(now)
+        total = sum(f.cost.requests for f in self.group.members.values())
+        share = self.cost.requests / total if total else 1.0 / len(self.group.members)
+        return self.group.cost.gb_seconds(now) * share
+
     def by_state(self) -> dict[str, int]:
         counts = {state.value: 0 for state in InstanceState if state is not InstanceState.GONE}
-        for instance in self.alive():
+        for instance in self.holders():
             counts[instance.state.value] += 1
         return counts
 

@@ -29,6 +29,10 @@ class InstanceHandle:
         self.state = InstanceState.STARTING
         self.in_flight = 0  # batches
         self.models: set[str] = set()
+        self.loading: set[str] = set()  # LOAD sent (packed pools), not yet answered
+        self.model_in_flight: dict[str, int] = {}  # batches per model
+        self.model_last_used: dict[str, float] = {}
+        self.model_memory_mb: dict[str, float] = {}  # measured at load: RSS growth
         self.spawned_at = now
         self.ready_at: float | None = None
         self.last_used = now
@@ -61,16 +65,27 @@ class InstanceHandle:
         reply = await self._channel().request(Kind.LOAD, {"model": model, "path": path, **sealed})
         _raise_failure(reply)
         self.models.add(model)
+        if "rss_growth_mb" in reply.meta:
+            self.model_memory_mb[model] = float(reply.meta["rss_growth_mb"])
         return {k: float(v) for k, v in reply.meta.items() if k.endswith("_s")}
 
-    def reserve(self, now: float) -> None:
+    async def unload(self, model: str) -> None:
+        """Drop ``model``'s session (LRU eviction or idle unload in a packed pool)."""
+        self.models.discard(model)
+        self.model_memory_mb.pop(model, None)
+        reply = await self._channel().request(Kind.UNLOAD, {"model": model})
+        _raise_failure(reply)
+
+    def reserve(self, now: float, model: str) -> None:
         self.in_flight += 1
-        self.last_used = now
+        self.model_in_flight[model] = self.model_in_flight.get(model, 0) + 1
+        self.last_used = self.model_last_used[model] = now
         self.transition(Event.DISPATCH)
 
-    def release(self, now: float) -> None:
+    def release(self, now: float, model: str) -> None:
         self.in_flight -= 1
-        self.last_used = now
+        self.model_in_flight[model] -= 1
+        self.last_used = self.model_last_used[model] = now
         if self.state is not InstanceState.GONE:
             self.transition(Event.DRAINED_WORK)
 

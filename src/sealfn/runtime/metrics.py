@@ -129,9 +129,7 @@ class _PoolCollector(Collector):
             in_flight.add_metric([name], function.in_flight_requests)
             for state, count in function.by_state().items():
                 instances.add_metric([name, state], count)
-            report = cost_report(
-                function.cost.gb_seconds(now), function.cost.requests, self._prices
-            )
+            report = cost_report(function.gb_seconds(now), function.cost.requests, self._prices)
             gb_s.add_metric([name], report.gb_seconds)
             usd.add_metric([name], report.usd)
         yield from (queue, in_flight, instances, gb_s, usd)

@@ -29,9 +29,10 @@ from sealfn.errors import (
     Unavailable,
 )
 from sealfn.ipc.frames import Kind
-from sealfn.runtime import autoscaler, batcher, router
+from sealfn.runtime import autoscaler, batcher, packing, router
 from sealfn.runtime.executors.base import Executor, LaunchSpec
 from sealfn.runtime.function import Function, Pending
+from sealfn.runtime.group import Group
 from sealfn.runtime.handle import BatchLost, InstanceHandle, Reply, check_reply
 from sealfn.runtime.lifecycle import SERVING, Event, InstanceState
 from sealfn.runtime.metrics import Metrics
@@ -58,6 +59,7 @@ class Pool:
         self.metrics = metrics
         self.clock = clock
         self.functions: dict[str, Function] = {}
+        self.groups: dict[str, Group] = {}  # packed groups (functions deployed with --group)
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -82,6 +84,9 @@ class Pool:
         """Register (or update) a function; instances of an older version are drained."""
         old = self.functions.get(spec.name)
         function = Function(spec, model_path, signature)
+        if old is not None and old.group is not None:
+            for instance in old.group.alive():  # the old version's sessions must go
+                self._spawn(packing.unload(instance, spec.name))
         if old is not None:
             old.removed = True
             function.queue = old.queue  # queued requests move to the new version
@@ -91,7 +96,10 @@ class Pool:
             function.cold_starts, function.failures = old.cold_starts, old.failures
             function.instances = old.instances
         self.functions[spec.name] = function
-        self._scale_to_floor(function)
+        if spec.group is not None:
+            packing.join(self, function)
+        else:
+            self._scale_to_floor(function)
         self._pump(function)
         return function
 
@@ -101,6 +109,7 @@ class Pool:
         del self.functions[name]
         while function.queue:
             _fail(function.queue.popleft(), Unavailable(f"function {name!r} was undeployed"))
+        await packing.leave(self, function)
         instances = function.alive()
         for instance in instances:
             self._retire(function, instance)
@@ -133,6 +142,9 @@ class Pool:
 
     def _pump(self, function: Function) -> None:
         """Dispatch as many batches as free slots allow; start an instance if there is none."""
+        if function.group is not None:
+            packing.pump(self, function.group)
+            return
         queue = function.queue
         while queue and queue[0].future.done():  # cancelled or expired while queued
             queue.popleft()
@@ -155,7 +167,7 @@ class Pool:
             batch = [p for p in (queue.popleft() for _ in range(size)) if not p.future.done()]
             if batch:
                 instance = function.instances[target]
-                instance.reserve(now)
+                instance.reserve(now, function.name)
                 self._spawn(self._run_batch(function, instance, batch))
 
     async def _run_batch(
@@ -188,7 +200,7 @@ class Pool:
                     pending.future.set_result(result)
         finally:
             function.in_flight_requests -= len(batch)
-            instance.release(self.clock())
+            instance.release(self.clock(), function.name)
             self._after_release(function, instance)
             self._pump(function)
 
@@ -341,7 +353,14 @@ class Pool:
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.tick_s)
+            for group in list(self.groups.values()):
+                try:
+                    packing.tick(self, group, self.clock())
+                except Exception:  # the control loop must survive any one group's bug
+                    log.exception("control loop failed for group %s", group.name)
             for function in list(self.functions.values()):
+                if function.group is not None:
+                    continue
                 try:
                     self._tick(function, self.clock())
                 except Exception:  # the control loop must survive any one function's bug

@@ -15,9 +15,10 @@ from sealfn.config import FunctionSpec, check_name
 from sealfn.errors import ConfigError, ModelError, NotFound, SealfnError
 from sealfn.runtime.modelcheck import check_loads
 from sealfn.signature import ModelSignature, signature_from_onnx
+from sealfn.weights import GRAPH_FILE, externalize
 
 log = logging.getLogger("sealfn.registry")
-MODEL_FILE = "model.onnx"
+MODEL_FILE = GRAPH_FILE  # a plain model's graph; its weights are in WEIGHTS_FILE beside it
 SEALED_FILE = "model.sealed"  # a sealed model: ciphertext only, its signature unknown here
 SPEC_FILE = "function.json"
 
@@ -30,7 +31,9 @@ class Deployment:
 
 
 class Registry:
-    """``<state_dir>/functions/<name>/{model.onnx,function.json}``, written atomically."""
+    """``<state_dir>/functions/<name>/{model.onnx,model.weights,function.json}``, atomically.
+
+    A sealed function keeps ``model.sealed`` instead of the first two."""
 
     def __init__(self, state_dir: Path, check: Callable[[Path], None] = check_loads) -> None:
         self._check = check  # raises ModelError unless an instance can load the model
@@ -38,31 +41,38 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def save(self, spec: FunctionSpec, model: bytes) -> Deployment:
-        """Validate the model, then swap the function's folder in by rename (no partial state)."""
-        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
+        """Validate the model, then swap the function's folder in by rename (no partial state).
+
+        A plain model is stored as graph + page-aligned weights file (``sealfn.weights``), so the
+        instances of it on this host can share its weights; it is checked in that form."""
+        work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
         try:
-            model_file = staging / (SEALED_FILE if spec.sealed else MODEL_FILE)
-            if spec.model_store:  # the enclave fetches it from the store: nothing kept here
-                signature = ModelSignature(inputs=(), outputs=())
-            else:
-                model_file.write_bytes(model)
-                signature = _check_sealed(spec, model) if spec.sealed else self._inspect(model_file)
+            staging = work / "function"
+            signature = self._stage(spec, model, work, staging)
             record = {"spec": spec.to_dict(), "signature": signature.to_dict()}
             (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
             _fsync_dir(staging)
             target = self.root / spec.name
             if target.exists():
                 # Instances of the old version may still read their model: move it aside first.
-                retired = Path(tempfile.mkdtemp(prefix=f".{spec.name}.old.", dir=self.root))
-                os.replace(target, retired / "old")
-                os.replace(staging, target)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return Deployment(spec, target / model_file.name, signature)
+                os.replace(target, work / "old")
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return Deployment(spec, target / (SEALED_FILE if spec.sealed else MODEL_FILE), signature)
+
+    def _stage(self, spec: FunctionSpec, model: bytes, work: Path, staging: Path) -> ModelSignature:
+        """Write the function's files into ``staging`` and return the model's signature."""
+        if spec.model_store:  # the enclave fetches it from the store: nothing kept here
+            staging.mkdir()
+            return ModelSignature(inputs=(), outputs=())
+        if spec.sealed:  # ciphertext: kept as it came, its weights never leave the enclave
+            staging.mkdir()
+            (staging / SEALED_FILE).write_bytes(model)
+            return _check_sealed(spec, model)
+        upload = work / "upload.onnx"
+        upload.write_bytes(model)
+        return self._inspect(externalize(upload, staging))
 
     def _inspect(self, path: Path) -> ModelSignature:
         signature = signature_from_onnx(path)

@@ -1,0 +1,88 @@
+"""A packed group: functions of one runtime sharing a pool of multi-model instances (Fn-Packer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sealfn.runtime.cost import CostMeter
+from sealfn.runtime.function import Function
+from sealfn.runtime.handle import InstanceHandle
+from sealfn.runtime.lifecycle import ALIVE, InstanceState
+from sealfn.runtime.packer import LoadedModel, ModelCost, PackedInstance, PackerPolicy
+
+MODEL_MEMORY_FLOOR_MB = 8.0  # a session's own overhead, before any weights
+LOAD_MB_PER_S = 200.0  # first guess of load speed, before a load of the model was measured
+
+
+@dataclass(eq=False)
+class Group:
+    """Instances shared by the ``members`` functions; placement is `packer.place`'s."""
+
+    name: str
+    members: dict[str, Function] = field(default_factory=dict)
+    instances: dict[str, InstanceHandle] = field(default_factory=dict)
+    claims: dict[str, str] = field(default_factory=dict)  # instance id → claiming model
+    cost: CostMeter = field(default_factory=CostMeter)
+    load_s: dict[str, float] = field(default_factory=dict)  # measured switch cost per model
+
+    def policy(self, start_s: float) -> PackerPolicy:
+        specs = [f.spec for f in self.members.values()]
+        return PackerPolicy(
+            max_instances=max(s.max_instances for s in specs),
+            memory_budget_mb=float(max(s.memory_mb for s in specs)),
+            start_s=start_s,
+        )
+
+    @property
+    def concurrency(self) -> int:
+        return max(f.spec.concurrency for f in self.members.values())
+
+    @property
+    def min_instances(self) -> int:
+        return max(f.spec.min_instances for f in self.members.values())
+
+    def alive(self) -> list[InstanceHandle]:
+        return [i for i in self.instances.values() if i.state in ALIVE]
+
+    def costs(self) -> dict[str, ModelCost]:
+        return {name: self.model_cost(f) for name, f in self.members.items()}
+
+    def model_cost(self, function: Function) -> ModelCost:
+        name = function.name
+        measured = [i.model_memory_mb[name] for i in self.alive() if name in i.model_memory_mb]
+        size_mb = _file_mb(function)
+        memory = max(measured) if measured else MODEL_MEMORY_FLOOR_MB + 1.5 * size_mb
+        switch = self.load_s.get(name, 0.02 + size_mb / LOAD_MB_PER_S)
+        return ModelCost(name, memory, switch, function.estimate.predict(1))
+
+    def views(self) -> list[PackedInstance]:
+        return [self.view(i) for i in self.instances.values() if i.state is not InstanceState.GONE]
+
+    def view(self, instance: InstanceHandle) -> PackedInstance:
+        names = sorted(instance.models | instance.loading)
+        loaded = tuple(
+            LoadedModel(
+                name,
+                instance.model_memory_mb.get(name, self._estimate_mb(name)),
+                instance.model_last_used.get(name, instance.spawned_at),
+                instance.model_in_flight.get(name, 0),
+            )
+            for name in names
+        )
+        # A crashed instance's channel closes before its process is reaped: route nothing there.
+        lost = instance.worker is not None and not instance.connected
+        state = InstanceState.GONE if lost else instance.state
+        return PackedInstance(
+            instance.id, state, instance.capacity, loaded, self.claims.get(instance.id)
+        )
+
+    def _estimate_mb(self, name: str) -> float:
+        member = self.members.get(name)
+        return self.model_cost(member).memory_mb if member is not None else MODEL_MEMORY_FLOOR_MB
+
+
+def _file_mb(function: Function) -> float:
+    try:
+        return function.model_path.stat().st_size / 2**20
+    except OSError:
+        return 0.0
