@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test test-slow test-all check bench bench-env clean
+.PHONY: all venv demo test test-slow test-all check bench clean
 
 all: check test
 
