@@ -9,6 +9,7 @@ from sealfn.runtime.function import Function
 from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import ALIVE, InstanceState
 from sealfn.runtime.packer import LoadedModel, ModelCost, PackedInstance, PackerPolicy
+from sealfn.weights import WEIGHTS_FILE
 
 MODEL_MEMORY_FLOOR_MB = 8.0  # a session's own overhead, before any weights
 LOAD_MB_PER_S = 200.0  # first guess of load speed, before a load of the model was measured
@@ -51,7 +52,9 @@ class Group:
         name = function.name
         measured = [i.model_memory_mb[name] for i in self.alive() if name in i.model_memory_mb]
         size_mb = _file_mb(function)
-        memory = max(measured) if measured else MODEL_MEMORY_FLOOR_MB + 1.5 * size_mb
+        # RSS growth at load misses weights that become resident only when first used (mapped
+        # files, lazy allocation): never count a model below its weights' size.
+        memory = max([MODEL_MEMORY_FLOOR_MB + size_mb, *measured])
         switch = self.load_s.get(name, 0.02 + size_mb / LOAD_MB_PER_S)
         return ModelCost(name, memory, switch, function.estimate.predict(1))
 
@@ -63,7 +66,7 @@ class Group:
         loaded = tuple(
             LoadedModel(
                 name,
-                instance.model_memory_mb.get(name, self._estimate_mb(name)),
+                self._estimate_mb(name),
                 instance.model_last_used.get(name, instance.spawned_at),
                 instance.model_in_flight.get(name, 0),
             )
@@ -82,7 +85,6 @@ class Group:
 
 
 def _file_mb(function: Function) -> float:
-    try:
-        return function.model_path.stat().st_size / 2**20
-    except OSError:
-        return 0.0
+    """The model's size on disk: its file, plus its external weights file if it has one."""
+    paths = (function.model_path, function.model_path.with_name(WEIGHTS_FILE))
+    return sum(p.stat().st_size for p in paths if p.exists()) / 2**20
