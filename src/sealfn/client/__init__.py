@@ -132,11 +132,21 @@ class Client:
         except httpx.HTTPError:
             return False
 
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # A pooled keep-alive connection the server closed just as we reused it: safe to
+            # send an idempotent GET again on a fresh one; anything else is the caller's call.
+            if method != "GET":
+                raise
+            return self._http.request(method, path, **kwargs)
+
     def _call(
         self, method: str, path: str, *, sealed_ok: bool = False, **kwargs: Any
     ) -> httpx.Response:
         try:
-            reply = self._http.request(method, path, **kwargs)
+            reply = self._send(method, path, **kwargs)
         except httpx.ConnectError as exc:
             raise Unavailable(
                 f"cannot reach sealfn at {self.url}: is `sealfn serve` running?"
