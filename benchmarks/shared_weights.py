@@ -67,14 +67,15 @@ def child(model: str, share: str, threads: int, reps: int) -> None:
         loaded = host.load("m", Path(model))
         x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
         feeds = [{"input": x}]
-        times = []
-        for i in range(WARMUP * (reps > 0) + reps + 1):
+        times, outputs = [], []
+        for _ in range(WARMUP * (reps > 0) + reps + 1):
             started = time.perf_counter()
-            host.run_batch("m", feeds)
+            outputs = host.run_batch("m", feeds)
             times.append(time.perf_counter() - started)
         report = {
             "load_s": loaded.load_s,
             "run_ms": [t * 1e3 for t in times[-reps:]] if reps else [],
+            "logits": outputs[0]["output"].ravel().tolist(),  # (1000,): to compare the arms
         }
     print(json.dumps(report), flush=True)
     sys.stdin.read()
@@ -125,16 +126,20 @@ def _memory(pid: int, arm: Arm) -> dict[str, float]:
 
 
 def measure_latency(arms: Sequence[Arm], threads: int, reps: int, rounds: int) -> list[Any]:
-    """Batch-1 run times, one instance at a time, arms interleaved round by round."""
+    """Batch-1 run times, one instance at a time, arms interleaved round by round; and how far
+    each arm's logits are from the first arm's (the kernels differ, the model must not)."""
     runs: dict[str, list[float]] = {arm.key: [] for arm in arms}
     rounds_p50: dict[str, list[float]] = {arm.key: [] for arm in arms}
     loads: dict[str, list[float]] = {arm.key: [] for arm in arms}
+    logits: dict[str, np.ndarray] = {}
     for _ in range(rounds):
         for arm in arms:
             with instances(arm, 1, threads, reps) as [(_pid, report)]:
                 runs[arm.key] += report["run_ms"]
                 rounds_p50[arm.key].append(float(np.median(report["run_ms"])))
                 loads[arm.key].append(report["load_s"])
+                logits[arm.key] = np.array(report["logits"])
+    reference = logits[arms[0].key]
     return [
         {
             "arm": arm.key,
@@ -143,6 +148,7 @@ def measure_latency(arms: Sequence[Arm], threads: int, reps: int, rounds: int) -
             "rounds_p50_ms": rounds_p50[arm.key],
             "load_s_median": float(np.median(loads[arm.key])),
             "runs": len(runs[arm.key]),
+            "max_abs_diff_vs_a": float(np.abs(logits[arm.key] - reference).max()),
         }
         for arm in arms
     ]
@@ -285,6 +291,7 @@ def _tables(arms: Sequence[Arm], memory: Sequence[Any], latency: Sequence[Any]) 
             f"{r['p90_ms']:.2f}",
             " ".join(f"{v:.2f}" for v in r["rounds_p50_ms"]),
             f"{r['load_s_median'] * 1e3:.0f}",
+            f"{r['max_abs_diff_vs_a']:.1e}",
         ]
         for r in latency
     ]
@@ -292,7 +299,7 @@ def _tables(arms: Sequence[Arm], memory: Sequence[Any], latency: Sequence[Any]) 
         "memory (MiB; wts = the weights file's mapped pages, first instance)\n"
         + table(heads, rows)
         + "\n\nbatch-1 latency (ms) and load time\n"
-        + table(["arm", "p50", "p90", "p50 per round", "load ms"], lat)
+        + table(["arm", "p50", "p90", "p50 per round", "load ms", "max |diff| vs a"], lat)
     )
 
 

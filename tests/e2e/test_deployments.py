@@ -136,3 +136,18 @@ def test_metrics_has_the_named_series(
         if s.labels["function"] == name
     }
     assert states["idle"] + states["warm"] == 1
+
+
+def test_share_weights_setting_reaches_instances(
+    start_server: Callable[..., Server], models: Models
+) -> None:
+    """SEALFN_SHARE_WEIGHTS=true: instances map weights (shared pages) and still answer right."""
+    import psutil
+
+    server = start_server(SEALFN_SHARE_WEIGHTS="true")
+    server.client.deploy("shared", models.mlp, min_instances=1)
+    x = np.ones((2, 16), np.float32)
+    out = server.client.infer("shared", {"input": x})["output"]
+    assert out.shape == (2, 4)
+    pid = server.function("shared")["instance_list"][0]["pid"]
+    assert "--share-weights" in psutil.Process(pid).cmdline()

@@ -122,9 +122,11 @@ class ModelHost:
 # a 4x2048x2048 MatMul stack (benchmarks/shared_weights.py), two things do:
 # - the NCHWc layout transformer (graph level ORT_ENABLE_ALL, x86) reorders every Conv weight into
 #   blocked layout: no Conv weight stays mapped. Disabling it keeps them mapped, at a cost of about
-#   +25% latency for ResNet-18 at batch 1 (18 -> 23 ms, one thread, AVX-512).
+#   +27% latency for ResNet-18 at batch 1 (17.9 -> 22.8 ms p50, one thread, AVX-512).
 # - prepacking copies MatMul/Gemm weights into MLAS's packed layout. Disabling it keeps them
 #   mapped; batch 1 (GEMV) was not slower, batch 16 was (6-7 -> 9-11 ms for the MatMul stack).
+# Weights rewritten to NCHWc once and saved as external data keep both (the benchmark's arm d),
+# but such a file only fits CPUs with the same vector width and the same onnxruntime.
 _WEIGHT_COPYING_OPTIMIZERS = ("NchwcTransformer",)
 _KEEP_WEIGHTS_MAPPED = {"session.disable_prepacking": "1"}
 

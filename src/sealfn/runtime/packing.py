@@ -151,6 +151,7 @@ async def _boot(pool: Pool, group: Group, instance: InstanceHandle, model: str) 
         slot_bytes=config.shm_slot_bytes,
         threads=config.instance_threads,
         inline_bytes=config.inline_tensor_bytes,
+        share_weights=config.share_weights,
     )
     try:
         async with asyncio.timeout(config.start_timeout_s):

@@ -18,6 +18,7 @@ class LaunchSpec:
     slot_bytes: int  # shared-memory bytes per slot and direction; 0 = no arena
     threads: int  # onnxruntime intra-op threads; 0 = onnxruntime's default
     inline_bytes: int  # tensors up to this size travel inside frames
+    share_weights: bool = False  # map plain models' weights so instances share their pages
 
 
 class Worker(Protocol):

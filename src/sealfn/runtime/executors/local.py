@@ -60,6 +60,7 @@ class LocalExecutor:
             f"--slot-bytes={spec.slot_bytes}",
             f"--threads={spec.threads}",
             f"--inline-bytes={spec.inline_bytes}",
+            *(["--share-weights"] if spec.share_weights else []),
         ]
         try:
             process = await asyncio.create_subprocess_exec(*command, pass_fds=fds)
