@@ -1,0 +1,254 @@
+"""Trace-driven Fn-Packer benchmark: one bursty trace over 16 models, replayed against three
+placement policies in a discrete-event simulation calibrated from real measurements.
+
+Usage: .venv/bin/python benchmarks/packing.py [--quick] [--seed N] [--calibration JSON]
+Writes benchmarks/results/packing.json and packing.png. The replay is deterministic given the
+calibration and the seed; ``--calibration`` reuses a previous packing.json's measurements.
+
+The simulation. Time is simulated (an event queue, no sleeping). An instance is a process with
+capacity for one batch at a time; every request is one batch of 1 (no batching in any policy,
+so only placement differs). Starting an instance takes ``start_s`` (spawn python + import
+onnxruntime and numpy, measured); loading a model takes its measured ``ModelHost.load`` time;
+a batch takes its measured batch-1 exec time (one onnxruntime thread: a 1-vCPU function).
+Instances do not slow each other down (each has its own CPU). Latency is arrival to result:
+queueing + start + load + exec; no network or IPC. An instance is billed its memory size for its
+whole life, start to stop, as Lambda bills GB-seconds; idle instances (and in (c) idle models)
+go after a 60 s keep-alive. Billing stops when the last request is served.
+
+The world. Model rank k of 16 (Zipf popularity, s = 1.1) is a copy of resnet18 (47 MB) when
+k % 4 == 0 (ranks 0, 4, 8, 12: 4 large, spanning popularity), else of the tiny MLP (12 small).
+A function's memory is the smallest power-of-two tier >= 128 MB holding the instance's own base
+(runtime RSS + onnxruntime's setup) and its model; shared instances ((b), (c)) get the largest
+function's size, as sealfn gives a group's instances its largest member's. The trace is a
+Markov-modulated Poisson process: calm 5 req/s, bursts of 50 req/s, mean dwell 40 s / 8 s.
+
+The policies: (a) one pool per model, unbounded, scale from zero, a request that finds no free
+instance waits for the one it starts (OpenWhisk, Lambda) (packing_baselines.py); (b) SeSeMI's
+Fn-Packer, 4 functions, one model cached each, fails when all are busy (packing_baselines.py);
+(c) sealfn's `packer.place`, at most 4 instances, queues instead of failing (packing_sealfn.py).
+Sensitivity rows, not targets: (a') as (a) but requests share a per-model FIFO queue and take
+whichever instance frees first; (c') as (c) with instances big enough for every model at once;
+(c*) as (c) with STARTING instances' ``ready_at`` filled in (sealfn's pool leaves it None).
+
+Real PSS: the instances alive at each policy's peak of resident memory are started as real
+processes holding the models they held (at most 16; beyond that the total is extrapolated from
+the mean PSS of instances holding the same kinds of models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from packing_baselines import PerModelPools, SesemiPacker
+from packing_plot import plot
+from packing_probe import held_pss
+from packing_sealfn import SealfnPacker
+from packing_sim import Ledger, replay
+from packing_trace import Trace, TraceConfig, generate, popularity
+from packing_world import World, build, calibrate, describe, reuse, tier
+from sealfn.report import table
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+MODELS = HERE / ".models"
+PSS_CAP = 16  # real instance processes per policy, at most
+
+A, B, C = "a per-model", "b SeSeMI", "c sealfn"
+# sensitivity rows, not targets
+A_FIFO, C_ROOMY, C_READY = "a' per-model FIFO", "c' sealfn roomy", "c* sealfn ready_at"
+
+
+def policies(world: World) -> dict[str, Any]:
+    """Each policy's factory: given the sim and its ledger, the policy."""
+    roomy_mb = tier(world.base_mb + sum(m.memory_mb for m in world.models.values()))
+
+    def sealfn(room_mb: float, billed_mb: int, ready_at: bool = False) -> Any:
+        return lambda sim, ledger: SealfnPacker(
+            sim, ledger, world, room_mb=room_mb, billed_mb=billed_mb, pass_ready_at=ready_at
+        )
+
+    return {
+        A: lambda sim, ledger: PerModelPools(sim, ledger, world),
+        B: lambda sim, ledger: SesemiPacker(sim, ledger, world),
+        C: sealfn(world.shared_room_mb, world.shared_mb),
+        A_FIFO: lambda sim, ledger: PerModelPools(sim, ledger, world, fifo=True),
+        C_ROOMY: sealfn(roomy_mb - world.base_mb, roomy_mb),
+        C_READY: sealfn(world.shared_room_mb, world.shared_mb, ready_at=True),
+    }
+
+
+def run(world: World, trace: Trace) -> dict[str, dict[str, Any]]:
+    """Replay the trace against every policy; one result dict each."""
+    names = list(world.models)
+    arrivals = [(a.at, names[a.model]) for a in trace.arrivals]
+    memory = {name: m.memory_mb for name, m in world.models.items()}
+    results = {}
+    for label, factory in policies(world).items():
+        started = time.perf_counter()
+        ledger = Ledger(world.base_mb, memory)
+        result, policy = replay(arrivals, factory, ledger, trace.config.duration_s)
+        result["wall_s"] = time.perf_counter() - started
+        decisions = getattr(policy, "decisions", None)
+        if decisions is not None:
+            result["decisions"] = dict(decisions.most_common())
+        results[label] = result
+    return results
+
+
+# ---- real memory ------------------------------------------------------------------------------
+
+
+def real_pss(world: World, placement: list[list[str]], cap: int) -> dict[str, Any]:
+    """PSS of real processes holding ``placement`` (model names per instance); at most ``cap``
+    processes, each kind of instance (the sorted kinds of its models) measured at least once
+    when the cap allows; the rest extrapolated by kind."""
+    kinds = [tuple(sorted(world.models[m].kind for m in models)) for models in placement]
+    chosen = _spread(kinds, cap)
+    paths = {kind: MODELS / f"{kind}.onnx" for kind in ("mlp", "resnet18")}
+    measured = held_pss([[paths[k] for k in kinds[i]] for i in chosen])
+    by_kind: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    for index, memory in zip(chosen, measured, strict=True):
+        by_kind[kinds[index]].append(memory["pss_mib"])
+    overall = statistics.mean(m["pss_mib"] for m in measured) if measured else 0.0
+    estimate = sum(statistics.mean(by_kind[k]) if by_kind[k] else overall for k in kinds)
+    return {
+        "instances": len(placement),
+        "processes": len(chosen),
+        "measured_pss_mib": sum(m["pss_mib"] for m in measured),
+        "measured_rss_mib": sum(m["rss_mib"] for m in measured),
+        "total_pss_mib": estimate,
+        "extrapolated": len(chosen) < len(placement),
+    }
+
+
+def _spread(kinds: list[tuple[str, ...]], cap: int) -> list[int]:
+    """Up to ``cap`` instance indexes, taking each kind in turn so that every kind shows up."""
+    queues: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for index, kind in enumerate(kinds):
+        queues[kind].append(index)
+    chosen: list[int] = []
+    while len(chosen) < min(cap, len(kinds)):
+        for queue in queues.values():
+            if queue and len(chosen) < cap:
+                chosen.append(queue.pop(0))
+    return sorted(chosen)
+
+
+# ---- the figures to reach ---------------------------------------------------------------------
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    a, b, c = results[A], results[B], results[C]
+    gb = a["gb_s"] / c["gb_s"] if c["gb_s"] else None
+    cold = a["cold_starts"] / c["cold_starts"] if c["cold_starts"] else None
+    return [
+        _target("GB-s (a)/(c)", gb, ">= 3", gb is not None and gb >= 3),
+        _target("cold starts (a)/(c)", cold, ">= 5", cold is not None and cold >= 5),
+        _target("p99 (c) vs (a), s", (c["p99_s"], a["p99_s"]), "c <= a", c["p99_s"] <= a["p99_s"]),
+        _target("p99 (c) vs (b), s", (c["p99_s"], b["p99_s"]), "c < b", c["p99_s"] < b["p99_s"]),
+        _target(
+            "failures (c) vs (b)",
+            (c["failures"], b["failures"]),
+            "c < b",
+            c["failures"] < b["failures"],
+        ),
+    ]
+
+
+def _target(what: str, value: Any, target: str, met: bool) -> dict[str, Any]:
+    return {"what": what, "value": value, "target": target, "met": bool(met)}
+
+
+# ---- output -------------------------------------------------------------------------------------
+
+
+def summary_table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        [
+            label,
+            r["gb_s"],
+            r["cold_starts"],
+            r["model_loads"],
+            r["p50_s"] * 1e3,
+            r["p99_s"] * 1e3,
+            r["p999_s"] * 1e3,
+            r["failures"],
+            r["unserved"],
+            r["peak_instances"],
+            r["peak_billed_mb"],
+            r["peak_resident_mb"],
+            r.get("pss", {}).get("total_pss_mib"),
+        ]
+        for label, r in results.items()
+    ]
+    headers = [
+        "policy",
+        "GB-s",
+        "starts",
+        "loads",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "failed",
+        "unserved",
+    ]
+    headers += ["peak inst", "peak billed MB", "peak resident MB", "peak PSS MiB"]
+    return table(headers, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2-minute trace, 1 calibration run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration", type=Path, help="reuse this packing.json's costs")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    config = TraceConfig(duration_s=120.0 if args.quick else 600.0, seed=args.seed)
+    if args.calibration is not None:
+        calibration = reuse(args.calibration)
+    else:
+        calibration = calibrate(MODELS, reps=1 if args.quick else 3)
+    world = build(calibration, popularity(config.models, config.zipf_s))
+    trace = generate(config)
+    results = run(world, trace)
+    cap = 4 if args.quick else PSS_CAP
+    for label in (A, B, C):
+        results[label]["pss"] = real_pss(world, results[label]["peak_placement"], cap)
+    goals = targets(results)
+    record = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "quick": args.quick,
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
+        "trace": {
+            **vars(config),
+            "requests": len(trace.arrivals),
+            "per_model": trace.counts(),
+            "bursts": trace.bursts,
+            "per_second": trace.per_second(),
+        },
+        "world": describe(calibration, world),
+        "policies": results,
+        "targets": goals,
+        "run_s": time.perf_counter() - began,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "packing.json").write_text(json.dumps(record, indent=1, default=str))
+    title = f"{len(trace.arrivals)} requests, 16 models, {config.duration_s:g} s simulated"
+    title += f", seed {config.seed}" + (" (--quick)" if args.quick else "")
+    plot(RESULTS / "packing.png", results, trace.per_second(), trace.bursts, title)
+    print(summary_table(results))
+    for goal in goals:
+        print(f"{'met' if goal['met'] else 'NOT MET'}: {goal['what']} = {goal['value']}")
+    print(f"run {record['run_s']:.1f}s; wrote {RESULTS / 'packing.json'} and packing.png")
+
+
+if __name__ == "__main__":
+    main()
