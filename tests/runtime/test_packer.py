@@ -340,8 +340,16 @@ def test_claim_flag(instances: list[PackedInstance], queued: int, expected: bool
             M,
             3,
             0.0,
-            (K.START_INSTANCE, None, ()),
-            id="starting-holder-later-than-a-new-start",
+            (K.QUEUE, "i1", ()),
+            id="starting-holder-covers-the-request-even-if-later-than-a-new-start",
+        ),
+        pytest.param(
+            [inst("i1", lm("m"), state=S.STARTING, ready_at=NOW + 0.2), inst("i2")],
+            ModelCost("m", memory_mb=100, switch_s=0.2, exec_s=0.1),  # 100.2 - 100 > 0.2
+            2,
+            0.0,
+            (K.QUEUE, "i1", ()),
+            id="starting-holder-as-soon-as-a-load-up-to-rounding-queues",
         ),
         pytest.param(
             [inst("i1", lm("m"), state=S.STARTING, ready_at=NOW + 0.9)],
@@ -373,6 +381,72 @@ def test_switch_cost_vs_wait(
 
 
 @pytest.mark.parametrize(
+    ("instances", "queued", "start_s", "expected"),
+    [
+        pytest.param([busy("i1", "a")], 1, 1.0, (K.QUEUE, "i1", ()), id="frees-before-a-start"),
+        pytest.param([busy("i1", "a")], 1, 0.5, (K.QUEUE, "i1", ()), id="frees-as-a-start-queues"),
+        pytest.param([busy("i1", "a")], 1, 0.3, (K.START_INSTANCE, None, ()), id="frees-after"),
+        pytest.param(
+            [busy("i1", "a"), busy("i2", "b")], 1, 1.0, (K.QUEUE, "i2", ()), id="soonest-free"
+        ),
+        pytest.param(
+            [inst("i1", lm("a", in_flight=1), lm("b"), lm("c"), capacity=1)],
+            1,
+            1.0,
+            (K.QUEUE, "i1", ()),
+            id="fits-after-evicting-idle-models",
+        ),
+        pytest.param(
+            [inst("i1", lm("a", in_flight=1, mb=250), capacity=1)],
+            1,
+            1.0,
+            (K.START_INSTANCE, None, ()),
+            id="in-flight-model-leaves-no-room-starts",
+        ),
+        pytest.param(
+            [inst("i1", lm("a", in_flight=1), capacity=1, claimed_by="a")],
+            1,
+            1.0,
+            (K.START_INSTANCE, None, ()),
+            id="claimed-by-another-starts",
+        ),
+        pytest.param(
+            [inst("i1", lm("a", in_flight=1), state=S.DRAINING, capacity=1)],
+            1,
+            1.0,
+            (K.START_INSTANCE, None, ()),
+            id="draining-is-not-waited-for",
+        ),
+        pytest.param([busy("i1", "a")], 5, 1.0, (K.START_INSTANCE, None, ()), id="hot-starts"),
+        pytest.param(
+            [busy("i1"), busy("i2", "b")],
+            5,
+            1.0,
+            (K.QUEUE, "i2", ()),
+            id="hot-spreads-to-a-busy-instance-when-one-more-holder-suffices",
+        ),
+        pytest.param(
+            [busy("i1"), busy("i2", "b")],
+            9,
+            1.0,
+            (K.START_INSTANCE, None, ()),
+            id="too-hot-for-one-more-holder-starts",
+        ),
+    ],
+)
+def test_wait_for_a_busy_instance(
+    instances: list[PackedInstance],
+    queued: int,
+    start_s: float,
+    expected: tuple[PlacementKind, str | None, tuple[str, ...]],
+) -> None:
+    """No free instance fits the model: waiting for a full one to free and loading there beats
+    starting one when it frees no later than the start would take (both then pay switch_s)."""
+    placement = decide(instances, queued, max_instances=3, start_s=start_s)
+    assert outcome(placement) == expected
+
+
+@pytest.mark.parametrize(
     ("instances", "queued", "max_instances", "expected"),
     [
         pytest.param([busy("i1"), inst("i2")], 4, 2, (K.QUEUE, "i1", ()), id="at-threshold-queues"),
@@ -394,6 +468,13 @@ def test_switch_cost_vs_wait(
             3,
             (K.LOAD_AND_RUN, "i3", ()),
             id="hot-over-two-holders",
+        ),
+        pytest.param(
+            [inst("i1", lm("m"), state=S.STARTING, ready_at=NOW + 5.0)],
+            5,
+            3,
+            (K.START_INSTANCE, None, ()),
+            id="hot-starts-beside-a-starting-holder",
         ),
     ],
 )
@@ -438,6 +519,32 @@ def test_hot_model_spreads(
             M,
             (K.LOAD_AND_RUN, "i1", ()),
             id="exact-fit-needs-no-eviction",
+        ),
+        pytest.param(
+            [inst("i1", *(lm(f"s{t}", float(t), mb=8) for t in range(6)), lm("big", 10.0, mb=200))],
+            ModelCost("m", memory_mb=200, switch_s=1.0, exec_s=0.1),
+            (K.LOAD_AND_RUN, "i1", ("big",)),
+            id="evicts-one-big-model-not-every-small-one-first",
+        ),
+        pytest.param(
+            [inst("i1", lm("x", 1.0, mb=30), lm("y", 2.0, mb=30), lm("p", 3.0), lm("q", 4.0))],
+            BIG_M,  # needs 110 MB more: x + p, not the LRU run x, y, p
+            (K.LOAD_AND_RUN, "i1", ("x", "p")),
+            id="fewest-evictions-then-least-recently-used",
+        ),
+        pytest.param(
+            [
+                inst(
+                    "i1",
+                    lm("p", 5.0),
+                    lm("a", 1.0, mb=60),
+                    lm("b", 2.0, mb=60),
+                    lm("c", 3.0, mb=60),
+                )
+            ],
+            M,  # needs 80 MB more: p alone (recent) beats a + b (older)
+            (K.LOAD_AND_RUN, "i1", ("p",)),
+            id="one-recent-eviction-beats-two-older",
         ),
         pytest.param(
             [
@@ -565,6 +672,60 @@ def test_place_ignores_input_order() -> None:
         assert decide(shuffled, max_instances=4, model=SLOW_M) == first
 
 
+# ---- cases the trace-driven simulation (benchmarks/packing.py) found ----------------------
+
+TRACE_POLICY = PackerPolicy(max_instances=4, memory_budget_mb=192, start_s=0.19)
+TINY = ModelCost("m", memory_mb=8, switch_s=0.013, exec_s=1e-5)
+
+
+def _starts_for(pool: list[PackedInstance], queued: int) -> int:
+    """Place the same queued requests again and again, as the pool's pump does, recording each
+    START as a new instance loading the model; how many starts before it settles."""
+    pool = list(pool)
+    for starts in range(TRACE_POLICY.max_instances + 1):
+        placement = place(TINY, pool, queued, TRACE_POLICY, NOW, {})
+        if placement.kind is not K.START_INSTANCE:
+            return starts
+        ready_at = NOW + TRACE_POLICY.start_s + TINY.switch_s  # a rounding step past 0.203 s
+        pool.append(inst(f"c{starts}", lm("m", NOW), state=S.STARTING, ready_at=ready_at))
+    return TRACE_POLICY.max_instances + 1
+
+
+@pytest.mark.parametrize(
+    ("pool", "queued", "starts"),
+    [
+        pytest.param([], 1, 1, id="empty-pool-starts-once"),
+        pytest.param(
+            [inst("c", lm("m", NOW), state=S.STARTING, ready_at=NOW + 0.25)],
+            1,
+            0,
+            id="late-starting-holder-covers-it",
+        ),
+        pytest.param([], 9, 3, id="hot-starts-one-per-spread-queue"),
+    ],
+)
+def test_one_request_is_not_started_again_and_again(
+    pool: list[PackedInstance], queued: int, starts: int
+) -> None:
+    assert _starts_for(pool, queued) == starts
+
+
+def test_tiny_batch_is_waited_for_rather_than_a_start() -> None:
+    costs = {"m01": ModelCost("m01", memory_mb=8, switch_s=0.005, exec_s=9e-6)}
+    m02 = ModelCost("m02", memory_mb=8, switch_s=0.005, exec_s=9e-6)
+    pool = [inst("w", lm("m01", NOW, in_flight=1, mb=8), state=S.WARM, capacity=1)]
+    placement = place(m02, pool, 1, TRACE_POLICY, NOW, costs)
+    assert outcome(placement) == (K.QUEUE, "w", ())
+
+
+def test_a_big_model_is_evicted_alone_not_after_the_small_ones() -> None:
+    small = [lm(f"s{t}", float(t), mb=8) for t in range(6)]
+    pool = [inst("i", *small, lm("big_a", 10.0, mb=119))]
+    big_b = ModelCost("big_b", memory_mb=119, switch_s=0.1, exec_s=0.01)
+    placement = place(big_b, pool, 1, TRACE_POLICY, NOW, {})
+    assert outcome(placement) == (K.LOAD_AND_RUN, "i", ("big_a",))
+
+
 # ---- random pools -------------------------------------------------------------------------
 
 NAMES = ("m", "a", "b", "c", "d")
@@ -591,15 +752,23 @@ def _random_pool(rng: random.Random) -> list[PackedInstance]:
     return pool
 
 
-def _check(placement: Placement, pool: list[PackedInstance], policy: PackerPolicy) -> None:
+def _check(
+    placement: Placement, pool: list[PackedInstance], policy: PackerPolicy, queued: int
+) -> None:
     by_id = {i.id: i for i in pool}
+    alive = [i for i in pool if i.state is not S.GONE]
     if placement.kind is K.START_INSTANCE:
-        alive = [i for i in pool if i.state is not S.GONE]
         assert len(alive) < policy.max_instances
+        holders = [i for i in alive if i.model("m") is not None and i.state is not S.DRAINING]
+        if any(i.state is S.STARTING for i in holders):  # a start is coming: only if hot
+            assert queued > policy.spread_queue * len(holders)
         return
     if placement.kind is K.QUEUE:
         assert not placement.evict
-        assert placement.instance is None or by_id[placement.instance].model("m") is not None
+        if placement.instance is not None:  # one that has the model, or a full one to load it
+            hint = by_id[placement.instance]
+            full = hint.state in {S.IDLE, S.WARM} and hint.in_flight >= hint.capacity
+            assert hint.model("m") is not None or full
         return
     target = by_id[placement.instance or ""]
     assert target.state in {S.IDLE, S.WARM}
@@ -628,7 +797,8 @@ def test_random_pools_keep_the_invariants() -> None:
             start_s=rng.choice((0.0, 2.0)),
         )
         model = ModelCost("m", M.memory_mb, rng.uniform(0, 3), rng.uniform(0, 3))
-        placement = place(model, pool, rng.randint(1, 12), policy, NOW, COSTS)
-        _check(placement, pool, policy)
+        queued = rng.randint(1, 12)
+        placement = place(model, pool, queued, policy, NOW, COSTS)
+        _check(placement, pool, policy, queued)
         kinds.add(placement.kind)
     assert kinds == set(K)  # the loop reached every outcome

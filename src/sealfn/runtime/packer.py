@@ -5,12 +5,19 @@ A packed pool holds identical instances that can each load several models of one
 
 1. RUN on a free serving instance that has the model loaded.
 2. QUEUE for a busy or starting instance that has it, when it is expected free no later than
-   loading the model elsewhere would take (switch cost vs wait) and the model is not hot.
-3. LOAD_AND_RUN on a free instance that fits the model after evicting least recently used idle
-   models; never a model with work in flight, never the claimant of a live claim.
-4. START_INSTANCE while the pool is below ``max_instances``.
-5. QUEUE: for the nearest instance with the model, or, when none has it, on a free instance
+   loading the model elsewhere would take (switch cost vs wait) and the model is not hot. An
+   instance starting with the model covers its requests: no second start while one is coming.
+3. LOAD_AND_RUN on a free instance that fits the model after evicting idle models: the fewest
+   that make room, least recently used among as few; never a model with work in flight, never
+   the claimant of a live claim.
+4. QUEUE for a full instance that fits the model after evicting idle models, when it is expected
+   free no later than a new instance could start (wait + switch <= start_s + switch).
+5. START_INSTANCE while the pool is below ``max_instances``.
+6. QUEUE: for the nearest instance with the model, or, when none has it, on a free instance
    claimed by another model (a claim yields rather than starve a model), or for any slot.
+
+A model is hot when more than ``spread_queue`` of its requests wait per instance that has it
+(or would have it, in step 4); a hot model spreads, loading or starting elsewhere, over waiting.
 
 Claims (SeSeMI): a model that runs under concurrency (another of its requests queued or in
 flight) claims the instance; no other model loads there while the claim is live, that is while
@@ -27,6 +34,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import accumulate
 
 from sealfn.errors import ConfigError
 from sealfn.runtime.lifecycle import ALIVE, SERVING, InstanceState
@@ -35,6 +43,9 @@ from sealfn.types import InstanceId
 # Sums like 0.1 + 0.2 MB land a hair above an exact fit; without this slack a model that fits
 # would look too big.
 _MB_SLACK = 1e-9
+# Seconds within which two waits count as equal: ``ready_at - now`` is a rounding step off the
+# ``start_s + switch_s`` it was set from, and must not make a start look faster than itself.
+_S_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -214,24 +225,41 @@ def unload_idle(
 def _place_elsewhere(
     ask: _Ask, alive: Sequence[PackedInstance], queued: int, concurrent: bool
 ) -> Placement:
-    """Steps 2-5: no free instance has the model loaded."""
+    """Steps 2-6: no free instance has the model loaded."""
     holder, wait = _nearest_holder(ask, alive)
     holders = sum(_holds(i, ask.model.name) for i in alive)
-    hot = queued > ask.policy.spread_queue * holders
+    hot = _hot(ask, queued, holders)
     load = _load_target(ask, alive, yield_claims=False)
-    can_start = len(alive) < ask.policy.max_instances
+    # A request that already has a start coming waits for it unless the model is hot: were
+    # starts compared by ready_at, one a rounding step later than a new start's would be
+    # started again for the same request, once per call, up to max_instances.
+    covered = not hot and any(_starting_with(i, ask.model.name) for i in alive)
+    can_start = len(alive) < ask.policy.max_instances and not covered
     alternative = _cheapest_alternative(ask, load is not None, can_start)
-    if holder is not None and not hot and wait <= alternative:
+    if holder is not None and not hot and wait <= alternative + _S_SLACK:
         return _queue(holder, f"{holder} frees in ~{wait:.3g}s <= {alternative:.3g}s elsewhere")
     if load is not None:
         why = "hot model spreads" if hot and holder is not None else "load on a free instance"
         return _dispatch(PlacementKind.LOAD_AND_RUN, *load, ask, concurrent, why)
     if can_start:
         why = "hot model spreads" if hot and holder is not None else "no free instance fits"
-        return Placement(PlacementKind.START_INSTANCE, None, f"{why}; start one")
+        return _wait_or_start(ask, alive, _hot(ask, queued, holders + 1), why)
     if holder is not None:
         return _queue(holder, "hot, but no room to spread: wait for an instance that has it")
     return _starving(ask, alive, concurrent)
+
+
+def _wait_or_start(
+    ask: _Ask, alive: Sequence[PackedInstance], hot_for_one_more: bool, why: str
+) -> Placement:
+    """Steps 4-5: wait for a full instance to free and load there, when that comes no later
+    than a new instance would start and one more instance with the model is enough; else start.
+    """
+    busy = None if hot_for_one_more else _busy_target(ask, alive)
+    if busy is not None and busy[1] <= ask.policy.start_s + _S_SLACK:
+        instance, wait = busy
+        return _queue(instance.id, f"{instance.id} frees in ~{wait:.3g}s, before a start")
+    return Placement(PlacementKind.START_INSTANCE, None, f"{why}; start one")
 
 
 def _starving(ask: _Ask, alive: Sequence[PackedInstance], concurrent: bool) -> Placement:
@@ -282,6 +310,23 @@ def _wait(instance: PackedInstance, ask: _Ask) -> float:
     return min((0.0 if c is None else c.exec_s for c in running), default=0.0)
 
 
+def _busy_target(ask: _Ask, alive: Sequence[PackedInstance]) -> tuple[PackedInstance, float] | None:
+    """The full serving instance without the model expected free soonest (then most recently
+    used, then smallest id) that fits it after evicting its idle models, and the seconds until
+    then; None if there is none. Its running models count as staying (we do not know which
+    batch ends first); another model's live claim rules the instance out."""
+    options = [
+        (i, _wait(i, ask))
+        for i in alive
+        if i.state in SERVING
+        and not _free(i)
+        and i.model(ask.model.name) is None
+        and not _claimed_by_other(i, ask)
+        and _evictions(i, ask) is not None
+    ]
+    return min(options, key=lambda o: (o[1], -_recency(o[0]), o[0].id), default=None)
+
+
 def _cheapest_alternative(ask: _Ask, can_load: bool, can_start: bool) -> float:
     """Seconds until the model could run if not on an instance that already has it."""
     if can_load:
@@ -317,21 +362,45 @@ def _load_target(
 
 
 def _evictions(instance: PackedInstance, ask: _Ask) -> tuple[str, ...] | None:
-    """Least recently used idle models to unload so the model fits; None if it cannot fit.
+    """Idle models to unload so the model fits, least recently used first; None if it cannot.
 
     Models with work in flight and the claimant of a live claim are never evicted.
     """
-    excess = sum(m.memory_mb for m in instance.loaded) + ask.model.memory_mb
-    excess -= ask.policy.memory_budget_mb
+    need = sum(m.memory_mb for m in instance.loaded) + ask.model.memory_mb  # MB
+    need -= ask.policy.memory_budget_mb + _MB_SLACK
+    if need <= 0:
+        return ()
     protected = instance.claimed_by if _claim_live(instance, ask) else None
     idle = [m for m in instance.loaded if m.in_flight == 0 and m.name != protected]
-    evict: list[str] = []
-    for victim in sorted(idle, key=lambda m: (m.last_used, m.name)):
-        if excess <= _MB_SLACK:
-            break
-        evict.append(victim.name)
-        excess -= victim.memory_mb
-    return tuple(evict) if excess <= _MB_SLACK else None
+    victims = _fewest_victims(idle, need)
+    return None if victims is None else tuple(m.name for m in sorted(victims, key=_lru))
+
+
+def _fewest_victims(idle: list[LoadedModel], need: float) -> list[LoadedModel] | None:
+    """The fewest of ``idle`` that free ``need`` MB, least recently used among as few; None
+    when even all of them fall short.
+
+    Greedy, exact for the count (the k largest show the fewest k that can do it), so a big model
+    that must go anyway goes alone rather than after every smaller one. Then for each of the k
+    places in turn, the least recently used model that still lets the largest others finish the
+    job. Memory freed beyond ``need`` is not minimised: sizes are measured floats that rarely tie,
+    so that would override recency. O(k n log n) for n idle models.
+    """
+    sizes = sorted((m.memory_mb for m in idle), reverse=True)
+    count = next((k for k, total in enumerate(accumulate(sizes), 1) if total >= need), None)
+    if count is None:
+        return None
+    left = sorted(idle, key=_lru)
+    victims: list[LoadedModel] = []
+    for places in range(count, 0, -1):
+        largest = sorted((m.memory_mb for m in left), reverse=True)[: places - 1]
+        room = sum(v.memory_mb for v in victims) + sum(largest)
+        # A model among the largest is counted twice here; it passes either way (the largest
+        # ``places`` free enough), so the test stays exact.
+        victim = min(left, key=lambda m: (room + m.memory_mb < need, *_lru(m)))
+        victims.append(victim)
+        left.remove(victim)
+    return victims
 
 
 def _dispatch(  # noqa: PLR0917 - a private step, called with the decision in order
@@ -365,6 +434,16 @@ def _holds(instance: PackedInstance, name: str) -> bool:
     return serving and instance.model(name) is not None
 
 
+def _starting_with(instance: PackedInstance, name: str) -> bool:
+    """Starting, and will load ``name`` once up: a request of ``name`` already has a start."""
+    return instance.state is InstanceState.STARTING and instance.model(name) is not None
+
+
+def _hot(ask: _Ask, queued: int, holders: int) -> bool:
+    """More requests of the model wait than ``holders`` instances with it take before spreading."""
+    return queued > ask.policy.spread_queue * holders
+
+
 def _running(instance: PackedInstance, name: str) -> bool:
     loaded = instance.model(name)
     return loaded is not None and loaded.in_flight > 0
@@ -376,6 +455,11 @@ def _claim_live(instance: PackedInstance, ask: _Ask) -> bool:
 
 def _claimed_by_other(instance: PackedInstance, ask: _Ask) -> bool:
     return instance.claimed_by != ask.model.name and _claim_live(instance, ask)
+
+
+def _lru(model: LoadedModel) -> tuple[float, str]:
+    """Sort key: least recently used first, then by name."""
+    return model.last_used, model.name
 
 
 def _last_used(instance: PackedInstance, name: str) -> float:
