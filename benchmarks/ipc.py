@@ -56,7 +56,7 @@ async def measure(elements: int, arena: bool, n: int, model: Path) -> dict[str, 
         outputs, exec_s = await handle.run("m", [{"input": x}], inline_limit)
         times.append(time.perf_counter() - started)
         execs.append(exec_s)
-    if not np.array_equal(outputs[0]["output"], x):
+    if not np.array_equal(outputs[0].outputs["output"], x):
         raise RuntimeError("identity round trip changed the tensor")
     worker.channel.send(Kind.STOP, {})
     await worker.wait()
