@@ -40,6 +40,8 @@ class InstanceLoop:
         self._send_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(slots) if slots > 1 else None
         self._buffer = bytearray()
+        self._chunk = bytearray(1 << 20)
+        self._chunk_view = memoryview(self._chunk)
 
     def serve(self) -> None:
         self._send(Frame(Kind.HELLO, 0, {"pid": os.getpid()}))
@@ -180,10 +182,11 @@ class InstanceLoop:
                     body = bytes(buffer[LENGTH.size : end])
                     del buffer[:end]
                     return Frame.from_bytes(body)
-            chunk = self._sock.recv(1 << 20)
-            if not chunk:
+            # recv_into a reused buffer: recv(1 MiB) would allocate (and page-fault) 1 MiB a call
+            received = self._sock.recv_into(self._chunk)
+            if not received:
                 return None  # the gateway closed its end: exit quietly
-            buffer += chunk
+            buffer += self._chunk_view[:received]
 
 
 def _rss_mb() -> float:
