@@ -87,7 +87,7 @@ class InferResponse:
     outputs: tuple[Tensor, ...]
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+def decode_request(body: bytes | memoryview, header_length: int | None) -> InferRequest:
     """Parse a request body; ``header_length`` is Inference-Header-Content-Length, if sent."""
     doc, reader = _split(body, header_length, "request")
     items = _list_field(doc, "inputs", "request")
@@ -208,7 +208,7 @@ class _BinaryReader:
 
 
 def _split(
-    body: bytes, header_length: int | None, what: str
+    body: bytes | memoryview, header_length: int | None, what: str
 ) -> tuple[dict[str, Any], _BinaryReader]:
     if header_length is None:
         header_length = len(body)
@@ -217,7 +217,7 @@ def _split(
             f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes"
         )
     try:
-        doc = json.loads(body[:header_length])
+        doc = json.loads(bytes(body[:header_length]))  # copies the JSON header only
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
         raise InvalidInput(f"{what} header is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):

@@ -65,7 +65,7 @@ class SealedInference:
     """An opened request whose signature verified: who sent it, and its OIP body."""
 
     opened: OpenedRequest
-    body: bytes
+    body: memoryview  # a view into the opened plaintext: the body is not copied again
     header_length: int | None
 
     @property
@@ -118,14 +118,14 @@ def open_inference(
     ``user_key`` (AccessDenied) before its signature is checked.
     """
     opened = open_request(sealed, keypair, expected_model_id=model_id, replay=replay, now=now)
-    plaintext = opened.plaintext
+    plaintext = memoryview(opened.plaintext)  # slices below are views, not copies
     if len(plaintext) < SIGNATURE_SIZE + _FRAME.size:
         log.debug("sealed request too short for its signature")
         raise EnvelopeError()
     key = user_key(opened.header.user_id)
     signature, framed = plaintext[:SIGNATURE_SIZE], plaintext[SIGNATURE_SIZE:]
     try:
-        key.verify(signature, _digest(opened.header.model_id, opened.header.user_id, framed))
+        key.verify(bytes(signature), _digest(opened.header.model_id, opened.header.user_id, framed))
     except InvalidSignature:
         log.debug("sealed request signature does not verify")
         raise EnvelopeError() from None
@@ -143,6 +143,6 @@ def open_inference_reply(reply_key: ReplyKey, sealed_reply: bytes) -> InferenceR
     return InferenceReply(status, body, None if length == _NO_HEADER else length)
 
 
-def _digest(model_id: str, user_id: str, framed: bytes) -> bytes:
+def _digest(model_id: str, user_id: str, framed: bytes | memoryview) -> bytes:
     ids = b"".join(_U16.pack(len(p)) + p for p in (model_id.encode(), user_id.encode()))
     return DOMAIN + ids + hashlib.sha256(framed).digest()
