@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 from sealfn.errors import SealfnError, Unavailable
 from sealfn.ipc.frames import Kind
 from sealfn.runtime import batcher, packer
-from sealfn.runtime.executors.base import LaunchSpec
 from sealfn.runtime.function import Function, Pending
 from sealfn.runtime.group import Group
-from sealfn.runtime.handle import InstanceHandle, check_reply
+from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import Event, InstanceState
 from sealfn.runtime.packer import PlacementKind
 
@@ -144,19 +143,9 @@ def _start(pool: Pool, group: Group, model: str) -> None:
 
 
 async def _boot(pool: Pool, group: Group, instance: InstanceHandle, model: str) -> None:
-    config = pool.config
-    spec = LaunchSpec(
-        instance.id,
-        slots=instance.capacity,
-        slot_bytes=config.shm_slot_bytes,
-        threads=config.instance_threads,
-        inline_bytes=config.inline_tensor_bytes,
-        share_weights=config.share_weights,
-    )
     try:
-        async with asyncio.timeout(config.start_timeout_s):
-            instance.worker = await pool.executor.launch(spec)
-            check_reply(await instance.worker.channel.inbox.get(), Kind.HELLO)
+        async with asyncio.timeout(pool.config.start_timeout_s):
+            await pool.launch(instance)
     except (SealfnError, OSError, TimeoutError) as exc:
         log.warning("packed instance %s failed to start: %s", instance.id, exc)
         if instance.worker is not None:

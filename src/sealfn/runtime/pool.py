@@ -240,8 +240,8 @@ class Pool:
         log.info("starting instance %s (%s)", instance_id, reason)
         self._spawn(self._boot(function, instance))
 
-    async def _boot(self, function: Function, instance: InstanceHandle) -> None:
-        """Launch → HELLO → LOAD → ready; then watch the process until it exits."""
+    async def launch(self, instance: InstanceHandle) -> None:
+        """Start ``instance``'s process and wait for its HELLO (no model loaded yet)."""
         config = self.config
         spec = LaunchSpec(
             instance.id,
@@ -251,10 +251,14 @@ class Pool:
             inline_bytes=config.inline_tensor_bytes,
             share_weights=config.share_weights,
         )
+        instance.worker = await self.executor.launch(spec)
+        check_reply(await instance.worker.channel.inbox.get(), Kind.HELLO)
+
+    async def _boot(self, function: Function, instance: InstanceHandle) -> None:
+        """Launch → HELLO → LOAD → ready; then watch the process until it exits."""
         try:
-            async with asyncio.timeout(config.start_timeout_s):
-                instance.worker = await self.executor.launch(spec)
-                check_reply(await instance.worker.channel.inbox.get(), Kind.HELLO)
+            async with asyncio.timeout(self.config.start_timeout_s):
+                await self.launch(instance)
                 timings = await instance.load(
                     function.name, str(function.model_path), **self._sealed_meta(function)
                 )
