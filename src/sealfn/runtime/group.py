@@ -12,6 +12,9 @@ from sealfn.runtime.packer import LoadedModel, ModelCost, PackedInstance, Packer
 from sealfn.weights import WEIGHTS_FILE
 
 MODEL_MEMORY_FLOOR_MB = 8.0  # a session's own overhead, before any weights
+# An empty instance's own memory (Python + onnxruntime): ~63 MB in benchmarks/packing.py's
+# calibration. It is billed with the instance but is not room for models.
+INSTANCE_OVERHEAD_MB = 64.0
 LOAD_MB_PER_S = 200.0  # first guess of load speed, before a load of the model was measured
 
 
@@ -26,11 +29,15 @@ class Group:
     cost: CostMeter = field(default_factory=CostMeter)
     load_s: dict[str, float] = field(default_factory=dict)  # measured switch cost per model
 
+    @property
+    def memory_mb(self) -> int:
+        """What one instance of the group is billed for: its largest member's memory size."""
+        return max(f.spec.memory_mb for f in self.members.values())
+
     def policy(self, start_s: float) -> PackerPolicy:
-        specs = [f.spec for f in self.members.values()]
         return PackerPolicy(
-            max_instances=max(s.max_instances for s in specs),
-            memory_budget_mb=float(max(s.memory_mb for s in specs)),
+            max_instances=max(f.spec.max_instances for f in self.members.values()),
+            memory_budget_mb=model_room(self.memory_mb),
             start_s=start_s,
         )
 
@@ -82,6 +89,12 @@ class Group:
     def _estimate_mb(self, name: str) -> float:
         member = self.members.get(name)
         return self.model_cost(member).memory_mb if member is not None else MODEL_MEMORY_FLOOR_MB
+
+
+def model_room(memory_mb: float) -> float:
+    """Memory left for models in an instance of ``memory_mb``: the instance's own overhead is
+    reserved, but small sizes (tests, tiny models) keep a usable room (never above the size)."""
+    return max(memory_mb - INSTANCE_OVERHEAD_MB, min(memory_mb, INSTANCE_OVERHEAD_MB))
 
 
 def _file_mb(function: Function) -> float:

@@ -131,13 +131,11 @@ async def _load_then_run(  # noqa: PLR0917 - one placement's parts, passed once
 
 def _start(pool: Pool, group: Group, model: str) -> None:
     now = pool.clock()
-    budget = group.policy(START_S).memory_budget_mb
-    instance = InstanceHandle(
-        f"{group.name}-{next(pool._ids)}", group.concurrency, int(budget), now
-    )
+    billed = group.memory_mb
+    instance = InstanceHandle(f"{group.name}-{next(pool._ids)}", group.concurrency, billed, now)
     instance.loading.add(model)  # the packer counts it as starting for this model
     group.instances[instance.id] = instance
-    group.cost.instance_started(instance.id, int(budget), now)
+    group.cost.instance_started(instance.id, billed, now)
     log.info("starting packed instance %s for %s", instance.id, model)
     pool._spawn(_boot(pool, group, instance, model))
 
