@@ -329,6 +329,22 @@ def test_enclave_fetches_the_sealed_model_from_the_store(
     assert "fetch_s" in world.server.function(name)["last_cold_start"]
 
 
+def test_broken_sealed_model_fails_opaquely(world: World, tmp_path: Path) -> None:
+    """A sealed model that decrypts but is no model: the platform learns only that it failed."""
+    name = "sealed-broken"
+    key = generate_model_key()
+    world.keyservice.upload_model_key(world.owner, name, key, world.keyservice.attest(world.policy))
+    world.keyservice.grant(world.owner, name, "alice", [enclave_measurement()])
+    sealed = tmp_path / "broken.sealed"
+    sealed.write_bytes(seal_model(b"\x08\x07 secret-layer-name not an onnx graph", key, name))
+    world.server.client.deploy(name, sealed, sealed=True, keyservice=world.keyservice_url)
+    deployment = world.keyservice.deployment_key(name, policy=world.policy)
+    with pytest.raises(Unavailable, match=f"sealed model '{name}' cannot be loaded") as failure:
+        world.server.client.infer_sealed(name, {"input": _x()}, key=deployment, signer=world.alice)
+    assert "secret-layer-name" not in failure.value.message
+    assert "secret-layer-name" not in world.server.log()
+
+
 def test_post_quantum_suite_end_to_end(world: World, tmp_path: Path, models: Models) -> None:
     """A model whose deployment key is the ML-KEM-768+X25519 hybrid serves sealed requests."""
     from sealfn.envelope import Suite

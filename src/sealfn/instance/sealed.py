@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sealfn import oip
 from sealfn.envelope import ReplayGuard
-from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput, SealfnError
+from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput, ModelError, SealfnError
 from sealfn.instance.models import ModelHost
 from sealfn.keyservice.client import KeyServiceClient
 from sealfn.keyservice.enclave import KeyLease
@@ -107,8 +107,14 @@ class SealedModels:
         mark = time.perf_counter()
         plaintext = open_model(sealed, keys.model_key, name)
         timings["decrypt_s"] = time.perf_counter() - mark
-        loaded = self._host.load(name, plaintext)
-        del plaintext  # the session holds what it needs; drop the decrypted bytes
+        try:
+            loaded = self._host.load(name, plaintext)
+        except ModelError:
+            # onnxruntime's message can name the model's nodes and shapes: it would leave the
+            # enclave in the FAILURE frame and the gateway's log, so the platform gets none of it.
+            raise ModelError(f"sealed model {name!r} cannot be loaded") from None
+        finally:
+            del plaintext  # the session holds what it needs; drop the decrypted bytes
         timings["load_s"] = loaded.load_s
         self._models[name] = _Model(name, signature_from_session(loaded.session), lease)
         self._start_renewal(self._models[name])
