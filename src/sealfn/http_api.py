@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -90,3 +90,40 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds the {limit}-byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def run_server(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    log_level: str,
+    lifespan: Literal["on", "off"],
+    banner: str,
+    grace_s: int,
+) -> None:
+    """Run an ASGI app on uvicorn (uvloop + httptools) until SIGINT/SIGTERM, then exit 0."""
+    import signal
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan=lifespan,
+            ws="none",
+            access_log=False,
+            log_level=log_level,
+            timeout_graceful_shutdown=grace_s,
+        )
+    )
+    # uvicorn re-raises the signal it caught once it has shut down; these handlers absorb it so
+    # SIGINT/SIGTERM end the process with status 0 after a clean shutdown.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    print(banner, flush=True)
+    server.run()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 from pathlib import Path
 
-import uvicorn
-
+from sealfn.http_api import run_server
 from sealfn.keyservice.app import create_app
 from sealfn.keyservice.config import DEFAULT_DB, DEFAULT_PORT, KeyServiceConfig
 from sealfn.keyservice.service import KeyService
@@ -65,26 +63,17 @@ def serve_keyservice(
     """Run the KeyService until SIGINT/SIGTERM."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     service = open_keyservice(db, accept_simulated=accept_simulated, platform_dir=platform_dir)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service),
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="off",
-            ws="none",
-            access_log=False,
-            log_level=log_level,
-            timeout_graceful_shutdown=5,
-        )
-    )
-    # uvicorn re-raises the signal it caught once it has shut down; absorb it to exit with 0.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: None)
     mode = "ACCEPTS SIMULATED ENCLAVES" if accept_simulated else "hardware enclaves only"
-    print(f"sealfn keyservice on http://{host}:{port} (store {db}; {mode})", flush=True)
+    banner = f"sealfn keyservice on http://{host}:{port} (store {db}; {mode})"
     try:
-        server.run()
+        run_server(
+            create_app(service),
+            host,
+            port,
+            log_level=log_level,
+            lifespan="off",
+            banner=banner,
+            grace_s=5,
+        )
     finally:
         service.close()
