@@ -345,6 +345,34 @@ def test_broken_sealed_model_fails_opaquely(world: World, tmp_path: Path) -> Non
     assert "secret-layer-name" not in world.server.log()
 
 
+def test_sealed_models_share_a_packed_enclave_instance(
+    world: World, tmp_path: Path, models: Models
+) -> None:
+    """Two sealed models in one group: one enclave instance attests for each and serves both."""
+    names = ["sealed-pack-a", "sealed-pack-b"]
+    keys = {}
+    for name in names:
+        key = generate_model_key()
+        service_key = world.keyservice.attest(world.policy)
+        world.keyservice.upload_model_key(world.owner, name, key, service_key)
+        world.keyservice.grant(world.owner, name, "alice", [enclave_measurement()])
+        sealed = tmp_path / f"{name}.sealed"
+        sealed.write_bytes(seal_model(models.mlp.read_bytes(), key, name))
+        world.server.client.deploy(
+            name, sealed, sealed=True, keyservice=world.keyservice_url, group="enclaves",
+            max_instances=1,
+        )  # fmt: skip
+        keys[name] = world.keyservice.deployment_key(name, policy=world.policy)
+    for name in names * 2:
+        out = world.server.client.infer_sealed(
+            name, {"input": _x()}, key=keys[name], signer=world.alice
+        )
+        assert out["output"].shape == (1, 4)
+    held = {i["id"]: i["models"] for i in world.server.function(names[0])["instance_list"]}
+    assert len(held) == 1
+    assert sorted(next(iter(held.values()))) == names
+
+
 def test_post_quantum_suite_end_to_end(world: World, tmp_path: Path, models: Models) -> None:
     """A model whose deployment key is the ML-KEM-768+X25519 hybrid serves sealed requests."""
     from sealfn.envelope import Suite
