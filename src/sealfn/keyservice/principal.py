@@ -7,7 +7,6 @@ import enum
 import json
 import os
 import secrets
-import stat
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sealfn.errors import ConfigError, Conflict, NotFound
 from sealfn.keyservice.auth import SignedCall, sign_call
 from sealfn.keyservice.wire import check_id
+from sealfn.privatefile import read_private_json
 
 DEFAULT_DIR = Path("~/.sealfn/principals")
 FILE_VERSION = 1
@@ -101,15 +101,10 @@ class Principal:
         is_path = isinstance(name_or_path, Path) or "/" in text or text.endswith(".json")
         path = Path(text).expanduser() if is_path else cls.default_path(text)
         try:
-            mode = stat.S_IMODE(path.stat().st_mode)
+            doc = read_private_json(path, FILE_VERSION, "a principal file")
         except FileNotFoundError:
             raise NotFound(f"no principal file at {path}") from None
-        if mode & 0o077:
-            raise ConfigError(f"{path} is open to other users (mode {mode:o}); chmod 600 it")
         try:
-            doc = json.loads(path.read_bytes())
-            if doc["version"] != FILE_VERSION:
-                raise ValueError(f"version {doc['version']!r}")
             key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["ed25519_private_key"]))
             return cls(doc["name"], PrincipalKind(doc["kind"]), key)
         except (ValueError, KeyError, TypeError) as exc:

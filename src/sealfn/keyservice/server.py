@@ -25,6 +25,7 @@ PACKAGES = (
     "sealfn.types",
     "sealfn.config",  # imported by sealfn/__init__.py, which every sealfn import runs
     "sealfn.http_api",
+    "sealfn.privatefile",
 )
 
 

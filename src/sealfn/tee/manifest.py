@@ -36,6 +36,7 @@ DEFAULT_PACKAGES = (
     "sealfn.ipc",
     "sealfn.types",  # imported by the modules above
     "sealfn.config",  # imported by sealfn/__init__.py, which every sealfn import runs
+    "sealfn.privatefile",  # imported by sealfn.tee.simulated
 )
 RUNTIME_DISTRIBUTIONS = ("onnxruntime", "numpy", "cryptography")
 

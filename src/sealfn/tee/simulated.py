@@ -15,10 +15,8 @@ simulated evidence from this particular root. Use it for development, tests and 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
-import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sealfn.errors import AttestationError, ConfigError
+from sealfn.privatefile import read_private_json
 from sealfn.tee.base import (
     SEAL_INFO,
     SEALING_KEY_SIZE,
@@ -116,13 +115,8 @@ class SimulatedPlatform:
 
     @classmethod
     def _load(cls, path: Path) -> SimulatedPlatform:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise ConfigError(f"{path} is open to other users (mode {mode:o}); chmod 600 it")
+        doc = read_private_json(path, VERSION, "a simulated platform file")
         try:
-            doc = json.loads(path.read_bytes())
-            if doc["version"] != VERSION:
-                raise ValueError(f"version {doc['version']!r}")
             root = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["root_key"]))
             key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(doc["attestation_key"]))
             platform = cls(
