@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test test-slow test-all check bench clean
+.PHONY: all venv demo test test-slow test-ray test-all check bench clean
 
 all: check test
 
@@ -13,17 +13,21 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[models,dev]'
+	$(BIN)/python -m pip install -q -e '.[models,dev,he]'
 	touch $(STAMP)
 
 demo: venv  ## build example models, serve, deploy, exercise cold/warm/batching/scale-to-zero
 	$(BIN)/sealfn demo
 
 test: venv  ## the default suite (slow end-to-end runs excluded: make test-slow)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not ray"
 
 test-slow: venv
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m "slow and not ray"
+
+test-ray: venv  ## the Ray engine against a local Ray cluster (installs the optional extra)
+	$(BIN)/python -m pip install -q -e '.[models,dev,he,ray]'
+	$(BIN)/python -m pytest -m ray
 
 test-all: venv
 	$(BIN)/python -m pytest

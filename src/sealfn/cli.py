@@ -9,10 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from sealfn.batch.cli import add_commands as add_batch_commands
 from sealfn.client import DEFAULT_URL, Client
 from sealfn.config import FunctionSpec, ServerConfig
 from sealfn.errors import SealfnError
+from sealfn.he.cli import add_commands as add_he_commands
 from sealfn.sealed_cli import add_commands, add_sealed_flags, deployment_key, signer
+from sealfn.training.cli import add_commands as add_train_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     undeploy.set_defaults(run=_undeploy)
 
     add_commands(commands)
+    add_he_commands(commands)
+    add_train_commands(commands)
+    add_batch_commands(commands)
 
     demo = commands.add_parser("demo", help="the end-to-end demo `make demo` runs")
     demo.add_argument("--workdir", type=Path, default=Path(".sealfn-demo"))

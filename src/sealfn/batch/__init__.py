@@ -1,0 +1,1 @@
+"""Distributed batch inference over function instances with collectives (issue 7)."""

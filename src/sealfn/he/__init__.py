@@ -1,0 +1,1 @@
+"""Encrypted-input inference under CKKS homomorphic encryption (issue 5)."""

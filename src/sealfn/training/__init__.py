@@ -1,0 +1,1 @@
+"""Confidential training on untrusted accelerators (Tempo-style obfuscation, issue 6)."""
