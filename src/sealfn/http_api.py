@@ -7,6 +7,7 @@ import json
 import logging
 from typing import Any, Literal
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -67,6 +68,21 @@ def error_response(error: SealfnError) -> Response:
     elif status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
     return json_response({"error": public, "type": type(error).__name__}, status)
+
+
+async def route_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in the same JSON shape as ours."""
+    if not isinstance(exc, HTTPException):
+        raise exc
+    reason = {404: "no such endpoint", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+    doc = {"error": f"{reason}: {request.method} {request.url.path}", "type": "RouteError"}
+    response = json_response(doc, exc.status_code)
+    response.headers.update(exc.headers or {})  # 405 names the allowed methods
+    return response
+
+
+# Pass as ``Starlette(exception_handlers=EXCEPTION_HANDLERS)``: every refusal is JSON.
+EXCEPTION_HANDLERS: dict[Any, Any] = {HTTPException: route_error}
 
 
 def json_response(content: Any, status: int = 200) -> Response:

@@ -94,6 +94,21 @@ def test_binary_body_that_does_not_add_up_is_400(server: Server, mlp: str) -> No
 
 
 @pytest.mark.usefixtures("still_serves")
+def test_unknown_routes_and_methods_answer_in_json(server: Server) -> None:
+    with server.http() as http:
+        missing = http.get("/v2/nothing/here")
+        slash = http.post("/v2/models/a%2Fb/infer", content=b"{}")
+        method = http.get("/v2/models/nope/infer")
+    assert missing.status_code == slash.status_code == 404
+    assert missing.json() == {
+        "error": "no such endpoint: GET /v2/nothing/here",
+        "type": "RouteError",
+    }
+    assert method.status_code == 405 and "POST" in method.headers["allow"]
+    assert method.json()["error"] == "method not allowed: GET /v2/models/nope/infer"
+
+
+@pytest.mark.usefixtures("still_serves")
 def test_unknown_model_is_404(server: Server) -> None:
     with server.http() as http:
         infer = http.post("/v2/models/nope/infer", json={"inputs": [_tensor()]})

@@ -95,7 +95,9 @@ def _check(reply: httpx.Response) -> None:
     body=bodies,
     headers=st.dictionaries(
         st.sampled_from([PRINCIPAL_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER]),
-        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=90),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=90).map(
+            str.strip  # what an HTTP client can send: no surrounding whitespace
+        ),
     ),
     query=st.none() | st.text(max_size=70),
 )
@@ -133,6 +135,12 @@ def test_signed_hostile_bodies_get_a_clear_4xx(
     call = harness.owner.sign(method, path, body, now=harness.clock())
     reply = http.request(method, path, content=body, headers=call.headers())
     _check(reply)
+
+
+def test_unknown_routes_answer_in_json(http: httpx.Client) -> None:
+    reply = http.put("/v1/models/m/grants/a%2Fb", content=b"{}")
+    assert reply.status_code == 404
+    assert reply.json()["error"] == "no such endpoint: PUT /v1/models/m/grants/a/b"
 
 
 def test_still_serving_after_the_fuzzing(http: httpx.Client) -> None:

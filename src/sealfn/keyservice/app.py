@@ -32,7 +32,7 @@ from sealfn.errors import (
     InvalidInput,
     SealfnError,
 )
-from sealfn.http_api import error_response, json_response, read_body
+from sealfn.http_api import EXCEPTION_HANDLERS, error_response, json_response, read_body
 from sealfn.keyservice.auth import SignedCall
 from sealfn.keyservice.keys import get_suite, suite_of
 from sealfn.keyservice.principal import PrincipalKind
@@ -141,6 +141,7 @@ def create_app(
         return Route(path, _endpoint(handler, max_body_bytes), methods=[method])
 
     return Starlette(
+        exception_handlers=EXCEPTION_HANDLERS,
         routes=[
             route("/v1/principals", register, "POST"),
             route("/v1/models/{model_id}/key", upload_key, "POST"),
@@ -153,7 +154,7 @@ def create_app(
             route("/attestation", attestation, "GET"),
             route("/stats", stats, "GET"),
             route("/health", health, "GET"),
-        ]
+        ],
     )
 
 

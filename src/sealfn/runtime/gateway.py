@@ -16,7 +16,7 @@ from starlette.routing import Route
 from sealfn import __version__, oip
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
-from sealfn.http_api import error_response, json_response, read_body
+from sealfn.http_api import EXCEPTION_HANDLERS, error_response, json_response, read_body
 from sealfn.runtime import admin
 from sealfn.runtime.executors.base import Executor
 from sealfn.runtime.executors.local import LocalExecutor
@@ -153,7 +153,9 @@ class Gateway:
 
 def create_app(config: ServerConfig, executor: Executor | None = None) -> Starlette:
     gateway = Gateway(config, executor)
-    app = Starlette(routes=gateway.routes(), lifespan=gateway.lifespan)
+    app = Starlette(
+        routes=gateway.routes(), lifespan=gateway.lifespan, exception_handlers=EXCEPTION_HANDLERS
+    )
     app.state.gateway = gateway
     return app
 
