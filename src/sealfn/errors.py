@@ -13,7 +13,8 @@
     ├── ProtocolError          a malformed frame on the gateway↔instance IPC    (500)
     ├── AttestationError       evidence does not verify or fails the policy     (403)
     ├── AccessDenied           no grant for this (model, user, measurement)     (403)
-    └── EnvelopeError          a sealed message cannot be opened (opaque)       (400)
+    ├── EnvelopeError          a sealed message cannot be opened (opaque)       (400)
+    └── IntegrityError         an untrusted worker's result fails verification
 
 Core code raises these; foreign exceptions (onnxruntime, sqlite3, OSError) are translated once,
 at the boundary, with ``raise X(...) from exc``.
@@ -86,3 +87,7 @@ class EnvelopeError(SealfnError):
 
     def __init__(self, message: str = "cannot open envelope") -> None:
         super().__init__(message)
+
+
+class IntegrityError(SealfnError):
+    """An untrusted worker's result failed verification (e.g. a Freivalds check); opaque."""

@@ -1,0 +1,62 @@
+"""MM-obfuscation (Tempo): permute and scale the operands of a product, decode the result.
+
+For X (mxn) and W (nxp) with key (P_m D_m, P_n D_n, P_p D_p)::
+
+    X'  = P_m D_m X D_n P_nᵀ            W'  = P_n D_n⁻¹ W D_p P_pᵀ
+    Y'  = X' W' = P_m D_m (X W) D_p P_pᵀ          Y  = D_m⁻¹ P_mᵀ Y' P_p D_p⁻¹
+
+Backward "key shift": the worker keeps X' and W'; only the incoming gradient is encrypted::
+
+    dY' = P_m D_m⁻¹ dY D_p⁻¹ P_pᵀ
+    dX' = dY' W'ᵀ = P_m D_m⁻¹ dX D_n⁻¹ P_nᵀ     dX = D_m P_mᵀ dX' P_n D_n
+    dW' = X'ᵀ dY' = P_n D_n dW D_p⁻¹ P_pᵀ       dW = D_n⁻¹ P_nᵀ dW' P_p D_p
+
+All six maps are one primitive: entry (i, j) of the image is a[r.perm[i], c.perm[j]] times
+r.scale**e_r and c.scale**e_c at those indices (:func:`scramble`), and its inverse
+(:func:`unscramble`). Encoding and decoding cost O(mn), O(np), O(mp); the product O(mnp).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sealfn.training.keys import AxisKey, MatmulKey
+
+
+def scramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int) -> torch.Tensor:
+    """P_r D_r^e_r · a · D_c^e_c P_cᵀ for a 2-D ``a`` (rows x cols)."""
+    r = rows.scale.to(a.dtype) ** e_r
+    c = cols.scale.to(a.dtype) ** e_c
+    scaled = a * r[:, None] * c[None, :]
+    return scaled[rows.perm][:, cols.perm].contiguous()
+
+
+def unscramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int) -> torch.Tensor:
+    """The inverse of :func:`scramble` with the same exponents: D_r^-e_r P_rᵀ · a · P_c D_c^-e_c."""
+    r = rows.scale.to(a.dtype) ** -e_r
+    c = cols.scale.to(a.dtype) ** -e_c
+    return a[rows.inverse][:, cols.inverse] * r[:, None] * c[None, :]
+
+
+def encode_x(x: torch.Tensor, key: MatmulKey) -> torch.Tensor:
+    return scramble(x, key.m, key.n, 1, 1)
+
+
+def encode_w(w: torch.Tensor, key: MatmulKey) -> torch.Tensor:
+    return scramble(w, key.n, key.p, -1, 1)
+
+
+def decode_y(y: torch.Tensor, key: MatmulKey) -> torch.Tensor:
+    return unscramble(y, key.m, key.p, 1, 1)
+
+
+def encode_dy(dy: torch.Tensor, key: MatmulKey) -> torch.Tensor:
+    return scramble(dy, key.m, key.p, -1, -1)
+
+
+def decode_dx(dx: torch.Tensor, key: MatmulKey) -> torch.Tensor:
+    return unscramble(dx, key.m, key.n, -1, -1)
+
+
+def decode_dw(dw: torch.Tensor, key: MatmulKey) -> torch.Tensor:
+    return unscramble(dw, key.n, key.p, 1, -1)
