@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test test-slow test-ray test-all check bench clean
+.PHONY: all venv demo test test-slow test-ray test-all fuzz check bench clean
 
 all: check test
 
@@ -32,9 +32,13 @@ test-ray: venv  ## the Ray engine against a local Ray cluster (installs the opti
 test-all: venv
 	$(BIN)/python -m pytest
 
+fuzz: venv  ## coverage-guided fuzzing of every parser (atheris), FUZZ_SECONDS per target
+	$(BIN)/python -m pip install -q -e '.[models,dev,he,fuzz]'
+	cd fuzz && ../$(BIN)/python run.py --seconds $(or $(FUZZ_SECONDS),60)
+
 check: venv  ## format, lint, types
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks fuzz
+	$(BIN)/ruff check src tests benchmarks fuzz
 	$(BIN)/mypy --strict src
 
 bench: venv  ## side-by-side serving benchmark (Ray Serve in its own venv): JSON + PNG in benchmarks/results
