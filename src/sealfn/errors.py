@@ -8,11 +8,13 @@
     ├── Conflict               the request clashes with current state           (409)
     ├── ModelError             a model cannot be loaded or run                  (422)
     ├── Unavailable            no capacity / instance lost mid-request          (503)
-    │   └── InstanceFailed     the instance serving the request died
+    │   ├── InstanceFailed     the instance serving the request died
+    │   └── PeerLost           a collective peer left or timed out (a broken group)
     ├── DeadlineExceeded       waited longer than the request timeout           (504)
     ├── ProtocolError          a malformed frame on the gateway↔instance IPC    (500)
     ├── AttestationError       evidence does not verify or fails the policy     (403)
     ├── AccessDenied           no grant for this (model, user, measurement)     (403)
+    ├── Unauthenticated        an admin call without the right bearer token     (401)
     ├── EnvelopeError          a sealed message cannot be opened (opaque)       (400)
     └── IntegrityError         an untrusted worker's result fails verification
 
@@ -79,6 +81,10 @@ class AccessDenied(SealfnError):
     """A principal or enclave asked for something no grant allows."""
 
 
+class Unauthenticated(SealfnError):
+    """A call to a protected endpoint lacks valid credentials (the admin bearer token)."""
+
+
 class EnvelopeError(SealfnError):
     """A sealed message cannot be opened: wrong key, tampered, replayed, expired, bad version.
 
@@ -87,6 +93,10 @@ class EnvelopeError(SealfnError):
 
     def __init__(self, message: str = "cannot open envelope") -> None:
         super().__init__(message)
+
+
+class PeerLost(Unavailable):
+    """A collective peer closed its channel or did not answer in time (the group is broken)."""
 
 
 class IntegrityError(SealfnError):

@@ -1,0 +1,130 @@
+"""A rendezvous server: ranks register their listening address and get everyone's back.
+
+The runtime (or the batch job's root) starts one on loopback for a group; each rank connects,
+sends a ``Register`` line and blocks until all ``size`` ranks of its group have registered, then
+reads the ``PeerTable``. It carries addresses only, never data.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sealfn.errors import PeerLost, ProtocolError
+
+VERSION = 1
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Register:
+    group: str
+    rank: int
+    size: int
+    address: Address
+
+    def to_bytes(self) -> bytes:
+        body = {"v": VERSION, "group": self.group, "rank": self.rank, "size": self.size}
+        return json.dumps({**body, "address": list(self.address)}).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, line: bytes) -> Register:
+        raw = _load(line)
+        host, port = raw["address"]
+        return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), (str(host), int(port)))
+
+
+@dataclass(frozen=True)
+class PeerTable:
+    addresses: tuple[Address, ...]  # by rank
+
+    def to_bytes(self) -> bytes:
+        return (
+            json.dumps({"v": VERSION, "addresses": [list(a) for a in self.addresses]}).encode()
+            + b"\n"
+        )
+
+    @classmethod
+    def from_bytes(cls, line: bytes) -> PeerTable:
+        raw = _load(line)
+        return cls(tuple((str(h), int(p)) for h, p in raw["addresses"]))
+
+
+def _load(line: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError("malformed rendezvous message") from exc
+    if not isinstance(raw, dict) or raw.get("v") != VERSION:
+        raise ProtocolError("unsupported rendezvous message version")
+    return raw
+
+
+class _Groups:
+    """The registrations seen so far, per group; a group completes once all ranks are in."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._members: dict[str, dict[int, Address]] = {}
+
+    def join(self, entry: Register, timeout: float) -> PeerTable:
+        with self._lock:
+            members = self._members.setdefault(entry.group, {})
+            members[entry.rank] = entry.address
+            self._lock.notify_all()
+            if not self._lock.wait_for(lambda: len(members) >= entry.size, timeout):
+                raise PeerLost(f"group {entry.group!r}: {len(members)}/{entry.size} ranks came")
+            return PeerTable(tuple(members[r] for r in range(entry.size)))
+
+
+class RendezvousServer:
+    """Serves rendezvous on ``host`` (loopback by default) from a background thread."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0) -> None:
+        groups = _Groups()
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                try:
+                    entry = Register.from_bytes(self.rfile.readline())
+                    self.wfile.write(groups.join(entry, timeout).to_bytes())
+                except (ProtocolError, PeerLost, OSError):
+                    return  # the rank sees its connection close and reports PeerLost
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self._server = socketserver.ThreadingTCPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> Address:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> RendezvousServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rendezvous(server: Address, entry: Register, timeout: float = 60.0) -> PeerTable:
+    """Register with the server and wait for the group's table."""
+    try:
+        with socket.create_connection(server, timeout=timeout) as sock:
+            sock.sendall(entry.to_bytes())
+            line = sock.makefile("rb").readline()
+    except OSError as exc:
+        raise PeerLost(f"rendezvous at {server[0]}:{server[1]} failed: {exc}") from exc
+    if not line:
+        raise PeerLost(f"group {entry.group!r} did not assemble at the rendezvous")
+    return PeerTable.from_bytes(line)
