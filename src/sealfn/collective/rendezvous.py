@@ -70,22 +70,31 @@ class _Groups:
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._members: dict[str, dict[int, Address]] = {}
+        self._aborted: set[str] = set()
 
     def join(self, entry: Register, timeout: float) -> PeerTable:
         with self._lock:
             members = self._members.setdefault(entry.group, {})
             members[entry.rank] = entry.address
             self._lock.notify_all()
-            if not self._lock.wait_for(lambda: len(members) >= entry.size, timeout):
+            self._lock.wait_for(
+                lambda: len(members) >= entry.size or entry.group in self._aborted, timeout
+            )
+            if len(members) < entry.size or entry.group in self._aborted:
                 raise PeerLost(f"group {entry.group!r}: {len(members)}/{entry.size} ranks came")
             return PeerTable(tuple(members[r] for r in range(entry.size)))
+
+    def abort(self, group: str) -> None:
+        with self._lock:
+            self._aborted.add(group)
+            self._lock.notify_all()
 
 
 class RendezvousServer:
     """Serves rendezvous on ``host`` (loopback by default) from a background thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0) -> None:
-        groups = _Groups()
+        groups = self._groups = _Groups()
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
@@ -105,6 +114,10 @@ class RendezvousServer:
     def address(self) -> Address:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
+
+    def abort(self, group: str) -> None:
+        """Fail every rank still waiting for ``group`` (one of its members died) and later ones."""
+        self._groups.abort(group)
 
     def close(self) -> None:
         self._server.shutdown()

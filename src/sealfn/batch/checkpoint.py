@@ -1,0 +1,38 @@
+"""Per-partition checkpoints: a finished partition is written once, atomically, and never redone.
+
+An instance writes ``part-<index>.bin`` (a ``PartitionResult``) to a temporary name and renames
+it into place, so a kill mid-write leaves no half checkpoint; a later round restores it instead
+of running the model again. Only the job's instances and its root read the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sealfn.batch.results import PartitionResult
+
+
+class Checkpoints:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def save(self, result: PartitionResult) -> None:
+        final = self._path(result.partition)
+        partial = final.with_name(f"{final.name}.{os.getpid()}.part")
+        with open(partial, "wb") as out:
+            out.write(result.to_bytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, final)
+
+    def load(self, partition: int) -> PartitionResult | None:
+        try:
+            data = self._path(partition).read_bytes()
+        except FileNotFoundError:
+            return None
+        return PartitionResult.from_bytes(data)
+
+    def _path(self, partition: int) -> Path:
+        return self.folder / f"part-{partition:08d}.bin"

@@ -1,0 +1,117 @@
+"""The job's control plane: orders from the root to an instance and events back (JSON lines).
+
+Data never travels here: results go to the root through the communicator's gather. Orders and
+events carry partition ranges, timings and counts only.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sealfn.batch.partitions import Partition
+from sealfn.errors import ProtocolError
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Order:
+    """Root → instance: join group ``group`` as ``rank`` and process ``partitions``."""
+
+    round: int
+    group: str
+    rendezvous: tuple[str, int]
+    rank: int
+    size: int
+    partitions: tuple[Partition, ...]
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "v": VERSION,
+            "round": self.round,
+            "group": self.group,
+            "rendezvous": list(self.rendezvous),
+            "rank": self.rank,
+            "size": self.size,
+            "partitions": [p.to_json() for p in self.partitions],
+        }
+        return json.dumps(body).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, line: bytes) -> Order:
+        raw = _load(line)
+        host, port = raw["rendezvous"]
+        return cls(
+            int(raw["round"]),
+            str(raw["group"]),
+            (str(host), int(port)),
+            int(raw["rank"]),
+            int(raw["size"]),
+            tuple(Partition.from_json(p) for p in raw["partitions"]),
+        )
+
+
+class EventKind(enum.Enum):
+    LOADED = "loaded"  # the model is loaded (once per instance)
+    PARTITION = "partition"  # one partition is done (computed, or restored from a checkpoint)
+    ROUND_END = "round_end"  # the instance left the round's group (ok, or the group broke)
+    EXITED = "exited"  # made by the root's engine: the instance is gone
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    instance: str
+    partition: int = -1
+    computed: bool = False  # PARTITION: True = ran the model, False = restored a checkpoint
+    started: float = 0.0  # unix seconds
+    finished: float = 0.0
+    ok: bool = True  # ROUND_END: the gather went through
+    loads: int = 0  # LOADED: model loads so far in this instance
+    detail: str = ""
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "v": VERSION,
+            "kind": self.kind.value,
+            "instance": self.instance,
+            "partition": self.partition,
+            "computed": self.computed,
+            "started": self.started,
+            "finished": self.finished,
+            "ok": self.ok,
+            "loads": self.loads,
+            "detail": self.detail,
+        }
+        return json.dumps(body).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, line: bytes) -> Event:
+        raw = _load(line)
+        try:
+            return cls(
+                EventKind(raw["kind"]),
+                str(raw["instance"]),
+                int(raw["partition"]),
+                bool(raw["computed"]),
+                float(raw["started"]),
+                float(raw["finished"]),
+                bool(raw["ok"]),
+                int(raw["loads"]),
+                str(raw["detail"]),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError("malformed batch event") from exc
+
+
+def _load(line: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError("malformed batch control message") from exc
+    if not isinstance(raw, dict) or raw.get("v") != VERSION:
+        raise ProtocolError("unsupported batch control message version")
+    return raw
