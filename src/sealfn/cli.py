@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="default 8080")
     serve.add_argument("--state-dir", default=None, help="where deployments live (.sealfn)")
     serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--engine", choices=("local", "ray"), default=None, help="default local")
     serve.set_defaults(run=_serve)
 
     deploy = commands.add_parser("deploy", help="register an ONNX model as a function")
@@ -104,7 +105,9 @@ def _spec_key(flag: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from sealfn.runtime.server import serve
 
-    config = ServerConfig.from_env(host=args.host, port=args.port, state_dir=args.state_dir)
+    config = ServerConfig.from_env(
+        host=args.host, port=args.port, state_dir=args.state_dir, engine=args.engine
+    )
     serve(config, log_level=args.log_level)
     return 0
 

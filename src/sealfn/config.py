@@ -92,6 +92,9 @@ class PriceConfig:
     usd_per_million_requests: float = 0.20
 
 
+ENGINES = ("local", "ray")  # executors `sealfn serve --engine` can start instances with
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Settings of `sealfn serve`; every field can come from ``SEALFN_<FIELD>``."""
@@ -115,10 +118,13 @@ class ServerConfig:
     share_weights: bool = False
     tee: str = "auto"  # TEE backend of sealed instances: auto, simulated, tdx, sev-snp, sgx-gramine
     tee_platform_dir: str | None = None  # the simulated TEE's platform (default ~/.sealfn/...)
+    engine: str = "local"  # where instances run: local processes, or ray actors (the ray extra)
     prices: PriceConfig = field(default_factory=PriceConfig)
 
     def __post_init__(self) -> None:
         _check_int("port", self.port, 0, 65535)
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine={self.engine!r} must be one of {', '.join(ENGINES)}")
         _check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 40)
         _check_int("instance_threads", self.instance_threads, 0, 1024)
         _check_int("max_model_bytes", self.max_model_bytes, 1024, 1 << 44)

@@ -23,9 +23,12 @@ def rendezvous_server() -> Iterator[RendezvousServer]:
 def ray_cluster() -> Iterator[Any]:
     """A local Ray cluster for the whole session (fractional CPUs: 2-core machines)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()
 
 
 def ray_factory() -> ChannelFactory:
