@@ -28,6 +28,7 @@ from typing import Any
 from sealfn.batch.fleet import WorkerSpec
 from sealfn.batch.messages import Event, EventKind, Order
 from sealfn.errors import ConfigError, Unavailable
+from sealfn.ipc.arena import Arena
 from sealfn.ipc.channel import Channel
 from sealfn.runtime.executors.base import LaunchSpec
 
@@ -83,7 +84,7 @@ class RayWorker:
     def __init__(self, instance_id: str, actor: Any, done: Any, channel: Channel, pid: int):
         self.instance_id = instance_id
         self.channel = channel
-        self.arena = None
+        self.arena: Arena | None = None  # no memory shared with the gateway
         self.pid: int | None = pid
         self._actor = actor
         self._done = done
