@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sealfn import oip
+from sealfn import admintoken, oip
 from sealfn.attestation import Policy
 from sealfn.client import Client
 from sealfn.instance.sealed import enclave_measurement
@@ -187,7 +187,8 @@ def run(  # noqa: PLR0917 - one benchmark run's settings, passed once from main
     policy = Policy(None, accept_simulated=True, trusted_simulated_roots=frozenset({root}))
     owner = Principal.generate("owner", PrincipalKind.OWNER)
     user = Principal.generate("user", PrincipalKind.USER)
-    client = Client(f"http://127.0.0.1:{port}")
+    token = admintoken.read(work / "state" / admintoken.TOKEN_FILE)  # made by `sealfn serve`
+    client = Client(f"http://127.0.0.1:{port}", admin_token=token)
     keys: dict[str, DeploymentKey] = {}
     cold: dict[str, Any] = {}
     with KeyServiceClient(ks_url) as ks:

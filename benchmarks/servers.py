@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -41,8 +43,12 @@ class SealfnServer:
         command = [python, "-m", "sealfn.cli", "serve", "--port", str(self.port)]
         command += ["--state-dir", str(state_dir)]
         self._log = log_path.open("wb")
+        self._token = secrets.token_urlsafe(32)  # the admin API's bearer token
+        env = {**os.environ, "SEALFN_ADMIN_TOKEN": self._token}
         self._began = time.perf_counter()
-        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
         self.pid = self._process.pid
 
     def wait_ready(self, timeout_s: float = 60.0) -> float:
@@ -61,15 +67,15 @@ class SealfnServer:
     # timeout (5 s, about one window) can be closed by the server just as it is reused.
 
     def deploy(self, name: str, model: Path, **settings: Any) -> dict[str, Any]:
-        with Client(self.url) as client:
+        with Client(self.url, admin_token=self._token) as client:
             return client.deploy(name, model, **settings)
 
     def undeploy(self, name: str) -> None:
-        with Client(self.url) as client:
+        with Client(self.url, admin_token=self._token) as client:
             client.undeploy(name)
 
     def function(self, name: str) -> dict[str, Any]:
-        with Client(self.url) as client:
+        with Client(self.url, admin_token=self._token) as client:
             functions = client.status()["functions"]
         for function in functions:
             if function["name"] == name:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from sealfn import admintoken
 from sealfn.client import Client
 
 T = TypeVar("T")
@@ -208,13 +209,20 @@ class Server:
     _client: Client | None = field(default=None, repr=False)
 
     @property
+    def admin_token(self) -> str:
+        """The bearer token the server made in its state directory on first start."""
+        return admintoken.read(self.state_dir / admintoken.TOKEN_FILE)
+
+    @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.url, timeout=60)
+            self._client = Client(self.url, timeout=60, admin_token=self.admin_token)
         return self._client
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
+        """A raw HTTP client that carries the admin token (every /admin/* call needs it)."""
+        headers = admintoken.header(self.admin_token)
+        return httpx.Client(base_url=self.url, timeout=60, headers=headers)
 
     def function(self, name: str) -> dict[str, Any]:
         """The function's entry in /admin/status (instances, instance_list, cold_starts, ...)."""

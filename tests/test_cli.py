@@ -18,6 +18,12 @@ SEALFN = Path(sys.executable).with_name("sealfn")  # the console script the READ
 Reference = Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
+@pytest.fixture(autouse=True)
+def admin_token(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a user would: export the token `sealfn serve` made (or run from its folder)."""
+    monkeypatch.setenv("SEALFN_ADMIN_TOKEN", server.admin_token)
+
+
 def sealfn(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [SEALFN, *map(str, args)], capture_output=True, text=True, timeout=60, check=False

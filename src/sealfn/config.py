@@ -119,6 +119,8 @@ class ServerConfig:
     tee: str = "auto"  # TEE backend of sealed instances: auto, simulated, tdx, sev-snp, sgx-gramine
     tee_platform_dir: str | None = None  # the simulated TEE's platform (default ~/.sealfn/...)
     engine: str = "local"  # where instances run: local processes, or ray actors (the ray extra)
+    # Bearer token of /admin/*; None: the one in state_dir/admin.token (made on first start).
+    admin_token: str | None = field(default=None, repr=False)
     prices: PriceConfig = field(default_factory=PriceConfig)
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -49,9 +50,10 @@ def run_demo(workdir: Path, requests: int = 200) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     port, ks_port = _free_port(), _free_port()
     keyservice = _start_keyservice(ks_port, workdir / "keyservice", platform)
-    server = _start_server(port, state, platform)
+    token = secrets.token_urlsafe(32)  # the admin API's bearer token, handed to the server
+    server = _start_server(port, state, platform, token)
     try:
-        with Client(f"http://127.0.0.1:{port}") as client:
+        with Client(f"http://127.0.0.1:{port}", admin_token=token) as client:
             _wait_live(client)
             _exercise(client, models, requests)
             _sealed(client, models["mlp"], f"http://127.0.0.1:{ks_port}", platform, requests)
@@ -272,7 +274,7 @@ def _wait_url(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def _start_server(port: int, state: Path, platform: Path) -> subprocess.Popen[bytes]:
+def _start_server(port: int, state: Path, platform: Path, token: str) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -288,6 +290,7 @@ def _start_server(port: int, state: Path, platform: Path) -> subprocess.Popen[by
         "PYTHONUNBUFFERED": "1",
         "SEALFN_TEE": "simulated",
         "SEALFN_TEE_PLATFORM_DIR": str(platform),
+        "SEALFN_ADMIN_TOKEN": token,
     }
     return subprocess.Popen(command, env=env)
 

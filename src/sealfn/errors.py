@@ -11,6 +11,7 @@
     │   ├── InstanceFailed     the instance serving the request died
     │   └── PeerLost           a collective peer left or timed out (a broken group)
     ├── DeadlineExceeded       waited longer than the request timeout           (504)
+    ├── StorageError           the state directory refused a write (disk full)  (507)
     ├── ProtocolError          a malformed frame on the gateway↔instance IPC    (500)
     ├── AttestationError       evidence does not verify or fails the policy     (403)
     ├── AccessDenied           no grant for this (model, user, measurement)     (403)
@@ -67,6 +68,10 @@ class InstanceFailed(Unavailable):
 
 class DeadlineExceeded(SealfnError):
     """A request waited longer than its timeout."""
+
+
+class StorageError(SealfnError):
+    """The state directory refused a write (disk full, quota, read-only); nothing was changed."""
 
 
 class ProtocolError(SealfnError):

@@ -23,6 +23,8 @@ from sealfn.errors import (
     NotFound,
     PayloadTooLarge,
     SealfnError,
+    StorageError,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -30,6 +32,7 @@ log = logging.getLogger("sealfn.http")
 
 # The one place errors become HTTP status codes; the most specific class wins (MRO order).
 STATUS: dict[type[SealfnError], int] = {
+    Unauthenticated: 401,
     AttestationError: 403,
     AccessDenied: 403,
     EnvelopeError: 400,
@@ -41,6 +44,7 @@ STATUS: dict[type[SealfnError], int] = {
     ModelError: 422,
     Unavailable: 503,
     DeadlineExceeded: 504,
+    StorageError: 507,
     SealfnError: 500,
 }
 
@@ -67,7 +71,10 @@ def error_response(error: SealfnError) -> Response:
         log.debug("%s: %s", type(error).__name__, error.message)
     elif status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
-    return json_response({"error": public, "type": type(error).__name__}, status)
+    response = json_response({"error": public, "type": type(error).__name__}, status)
+    if status == 401:
+        response.headers["www-authenticate"] = 'Bearer realm="sealfn admin"'
+    return response
 
 
 async def route_error(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -106,6 +107,24 @@ def test_unknown_routes_and_methods_answer_in_json(server: Server) -> None:
     }
     assert method.status_code == 405 and "POST" in method.headers["allow"]
     assert method.json()["error"] == "method not allowed: GET /v2/models/nope/infer"
+
+
+@pytest.mark.usefixtures("still_serves")
+def test_admin_calls_need_the_bearer_token(server: Server, mlp: str) -> None:
+    with httpx.Client(base_url=server.url) as http:  # no token
+        status = http.get("/admin/status")
+        deploy = http.put("/admin/functions/sneaky", content=b"onnx")
+        undeploy = http.delete(f"/admin/functions/{mlp}")
+        wrong = http.get("/admin/status", headers={"authorization": "Bearer guess"})
+        infer = http.post(f"/v2/models/{mlp}/infer", json={"inputs": [_tensor()]})
+    for reply in (status, deploy, undeploy, wrong):
+        assert reply.status_code == 401, reply.text
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+        assert reply.json()["type"] == "Unauthenticated"
+    assert "Authorization: Bearer <token>" in status.json()["error"]
+    assert wrong.json()["error"] == "wrong admin token"
+    assert infer.status_code == 200  # the data plane needs no admin token
+    assert "sneaky" not in [f["name"] for f in server.client.status()["functions"]]
 
 
 @pytest.mark.usefixtures("still_serves")

@@ -45,7 +45,7 @@ def keyservice(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_owner_and_user_round_trip(
-    keyservice: tuple[str, Path], tmp_path: Path, models: Models
+    keyservice: tuple[str, Path], tmp_path: Path, models: Models, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, platform = keyservice
     trust = ["--keyservice", url, "--accept-simulated", "--platform-dir", platform]
@@ -69,6 +69,7 @@ def test_owner_and_user_round_trip(
         tmp_path / "state", {"SEALFN_TEE": "simulated", "SEALFN_TEE_PLATFORM_DIR": str(platform)}
     )
     try:
+        monkeypatch.setenv("SEALFN_STATE_DIR", str(server.state_dir))  # the CLI finds the token
         result = sealfn("deploy", "smlp", sealed, "--sealed", "--keyservice", url,
                         "--url", server.url)  # fmt: skip
         assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 
-from sealfn import errors, oip
+from sealfn import admintoken, errors, oip
 from sealfn.errors import (
     AccessDenied,
     DeadlineExceeded,
@@ -47,9 +47,14 @@ _ERRORS: dict[int, type[SealfnError]] = {
 class Client:
     """A small synchronous client; errors come back as the server's typed errors."""
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 120.0) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, timeout: float = 120.0, *, admin_token: str | None = None
+    ) -> None:
+        """``admin_token`` (for deploy/undeploy/status) defaults to what ``admintoken.find``
+        finds: ``SEALFN_ADMIN_TOKEN``, else the token file in the state directory."""
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._admin_token = admintoken.find(admin_token)
 
     def __enter__(self) -> Client:
         return self
@@ -133,6 +138,12 @@ class Client:
             return False
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if path.startswith("/admin/") and self._admin_token is not None:
+            # Only admin calls carry the token: inference requests never do.
+            kwargs["headers"] = {
+                **kwargs.get("headers", {}),
+                **admintoken.header(self._admin_token),
+            }
         try:
             return self._http.request(method, path, **kwargs)
         except (httpx.ReadError, httpx.RemoteProtocolError):

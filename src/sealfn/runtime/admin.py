@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sealfn import admintoken
 from sealfn.config import FunctionSpec, ServerConfig
 from sealfn.errors import ConfigError, SealfnError
 from sealfn.http_api import error_response, json_response, read_body
@@ -21,9 +23,14 @@ from sealfn.runtime.pool import Pool
 from sealfn.runtime.registry import Registry
 
 SPEC_HEADER = "x-sealfn-spec"
+Endpoint: TypeAlias = Callable[[Request], Awaitable[Response]]
 
 
-def routes(pool: Pool, registry: Registry, metrics: Metrics, config: ServerConfig) -> list[Route]:
+def routes(
+    pool: Pool, registry: Registry, metrics: Metrics, config: ServerConfig, token: str
+) -> list[Route]:
+    """The admin endpoints; each refuses (401) a call without ``Authorization: Bearer token``."""
+
     async def deploy(request: Request) -> Response:
         """PUT /admin/functions/{name}: body = the ONNX model, header x-sealfn-spec = settings."""
         try:
@@ -61,12 +68,22 @@ def routes(pool: Pool, registry: Registry, metrics: Metrics, config: ServerConfi
             return error_response(exc)
         return json_response(describe(function, config, time.monotonic()))
 
+    def guarded(endpoint: Endpoint) -> Endpoint:
+        async def checked(request: Request) -> Response:
+            try:
+                admintoken.check(request.headers.get("authorization"), token)
+            except SealfnError as exc:
+                return error_response(exc)
+            return await endpoint(request)
+
+        return checked
+
     return [
-        Route("/admin/status", status),
-        Route("/admin/functions", status),
-        Route("/admin/functions/{name}", deploy, methods=["PUT"]),
-        Route("/admin/functions/{name}", undeploy, methods=["DELETE"]),
-        Route("/admin/functions/{name}", get_function, methods=["GET"]),
+        Route("/admin/status", guarded(status)),
+        Route("/admin/functions", guarded(status)),
+        Route("/admin/functions/{name}", guarded(deploy), methods=["PUT"]),
+        Route("/admin/functions/{name}", guarded(undeploy), methods=["DELETE"]),
+        Route("/admin/functions/{name}", guarded(get_function), methods=["GET"]),
     ]
 
 

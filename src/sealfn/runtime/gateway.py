@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sealfn import __version__, oip
+from sealfn import __version__, admintoken, oip
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
 from sealfn.http_api import EXCEPTION_HANDLERS, error_response, json_response, read_body
@@ -39,6 +39,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.registry = Registry(config.state_dir)
+        self.admin_token = config.admin_token or admintoken.load_or_create(config.state_dir)
         self.pool = Pool(config, executor or LocalExecutor(), self.metrics)
         self.metrics.watch(
             lambda: list(self.pool.functions.values()), time.monotonic, config.prices
@@ -147,7 +148,7 @@ class Gateway:
             Route(f"{model}/infer", self.infer, methods=["POST"]),
             Route(f"{versioned}/infer", self.infer, methods=["POST"]),
             Route("/metrics", self.prometheus),
-            *admin.routes(self.pool, self.registry, self.metrics, self.config),
+            *admin.routes(self.pool, self.registry, self.metrics, self.config, self.admin_token),
         ]
 
 

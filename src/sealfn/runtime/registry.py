@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealfn.config import FunctionSpec, check_name
-from sealfn.errors import ConfigError, ModelError, NotFound, SealfnError
+from sealfn.errors import ConfigError, ModelError, NotFound, SealfnError, StorageError
 from sealfn.runtime.modelcheck import check_loads
 from sealfn.signature import ModelSignature, signature_from_onnx
 from sealfn.weights import GRAPH_FILE, externalize
@@ -45,18 +45,20 @@ class Registry:
 
         A plain model is stored as graph + page-aligned weights file (``sealfn.weights``), so the
         instances of it on this host can share its weights; it is checked in that form."""
-        work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
+        target = self.root / spec.name
+        try:
+            work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=self.root))
+        except OSError as exc:
+            raise _storage_error(spec, exc) from exc
         try:
             staging = work / "function"
             signature = self._stage(spec, model, work, staging)
             record = {"spec": spec.to_dict(), "signature": signature.to_dict()}
             (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
             _fsync_dir(staging)
-            target = self.root / spec.name
-            if target.exists():
-                # Instances of the old version may still read their model: move it aside first.
-                os.replace(target, work / "old")
-            os.replace(staging, target)
+            _swap_in(staging, target, work / "old")
+        except OSError as exc:  # ENOSPC, EDQUOT, EROFS...: the old deployment is untouched
+            raise _storage_error(spec, exc) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Deployment(spec, target / (SEALED_FILE if spec.sealed else MODEL_FILE), signature)
@@ -130,3 +132,21 @@ def _fsync_dir(folder: Path) -> None:
     for path in folder.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
+
+
+def _swap_in(staging: Path, target: Path, aside: Path) -> None:
+    """Rename ``staging`` to ``target``; an old ``target`` goes to ``aside`` (instances of the old
+    version may still read it) and comes back if the swap fails."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    os.replace(target, aside)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        os.replace(aside, target)
+        raise
+
+
+def _storage_error(spec: FunctionSpec, exc: OSError) -> StorageError:
+    return StorageError(f"cannot store function {spec.name!r}: {exc.strerror or exc}")
