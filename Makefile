@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test test-slow test-ray test-all fuzz check bench clean
+.PHONY: all venv demo test test-slow test-ray test-all fuzz soak check bench clean
 
 all: check test
 
@@ -35,6 +35,9 @@ test-all: venv
 fuzz: venv  ## coverage-guided fuzzing of every parser (atheris), FUZZ_SECONDS per target
 	$(BIN)/python -m pip install -q -e '.[models,dev,he,fuzz]'
 	cd fuzz && ../$(BIN)/python run.py --seconds $(or $(FUZZ_SECONDS),60)
+
+soak: venv  ## plain + sealed at the saturation point for SOAK_MINUTES (10): errors, p99, PSS trend
+	cd benchmarks && ../$(BIN)/python soak.py --minutes $(or $(SOAK_MINUTES),10)
 
 check: venv  ## format, lint, types
 	$(BIN)/ruff format --check src tests benchmarks fuzz
