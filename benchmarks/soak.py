@@ -185,8 +185,9 @@ def soak(stack: Stack, clients: int, minutes: float, sample_s: float) -> dict[st
             "pss_mib": memory,
         })  # fmt: skip
         s = samples[-1]
+        total_pss = sum(memory.values())
         print(f"  {s['t_s']:6.0f} s  {s['req_per_s']:7.0f} req/s  p99 {s['p99_ms']:.2f} ms  "
-              f"PSS {sum(memory.values()):.0f} MiB  errors {len(load.errors)}", flush=True)  # fmt: skip
+              f"PSS {total_pss:.0f} MiB  errors {len(load.errors)}", flush=True)  # fmt: skip
     load.stop()
     total = time.perf_counter() - began
     thirds = [load.window(began + k * total / 3, began + (k + 1) * total / 3) for k in range(3)]
@@ -241,7 +242,8 @@ def plot(report: dict[str, Any]) -> None:
     v = report["verdicts"]
     fig.suptitle(
         f"soak: {report['soak']['clients']} clients, plain+sealed MLP; "
-        f"{v['unexpected_errors']} errors, p99 last/first third {v['p99_last_over_first_third']:.2f}"
+        f"{v['unexpected_errors']} errors, "
+        f"p99 last/first third {v['p99_last_over_first_third']:.2f}"
     )
     fig.tight_layout()
     fig.savefig(RESULTS / "soak.png", dpi=110)
