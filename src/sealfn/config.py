@@ -40,6 +40,7 @@ class FunctionSpec:
     sealed: bool = False  # the model is sealed: only attested enclave instances can open it
     keyservice: str | None = None  # URL of the KeyService that releases a sealed model's keys
     model_store: str | None = None  # sealed model fetched by the enclave from this store (URL)
+    he: bool = False  # an HE network (sealfn he train): served on CKKS ciphertexts, no TEE
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -58,6 +59,10 @@ class FunctionSpec:
             check_name(self.group)
         if not isinstance(self.sealed, bool):
             raise ConfigError(f"sealed={self.sealed!r} must be true or false")
+        if not isinstance(self.he, bool):
+            raise ConfigError(f"he={self.he!r} must be true or false")
+        if self.he and (self.sealed or self.group is not None):
+            raise ConfigError("he=true excludes sealed= and group= (an HE function runs alone)")
         if self.model_store is not None and not self.sealed:
             raise ConfigError("model_store= is for sealed models (the enclave fetches them)")
         if self.sealed and not self.keyservice:

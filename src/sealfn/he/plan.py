@@ -17,6 +17,7 @@ import numpy as np
 
 from sealfn.errors import ModelError
 from sealfn.he.graph import Act, Conv, NetGraph
+from sealfn.he.protocol import Requirements
 
 INPUT = 0  # register of the encrypted input
 
@@ -117,6 +118,11 @@ def cost(plan: Plan) -> Cost:
         sum(isinstance(op, k) for op in plan.ops) for k in (Linear, Square, Add)
     )
     return Cost(levels[plan.output], linears, squares, adds, rotations, plain_mults)
+
+
+def requirements(plan: Plan) -> Requirements:
+    counted = cost(plan)
+    return Requirements(plan.width, plan.inputs, plan.outputs, counted.depth, counted.rotations)
 
 
 # --- the diagonal method ------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sealfn.ipc.frames import LENGTH, Frame, Kind, tensors_from_json, tensors_to
 from sealfn.ipc.tensors import TensorWriter, read_tensor
 
 if TYPE_CHECKING:
+    from sealfn.he.serving import HeModels
     from sealfn.instance.sealed import SealedModels
 
 log = logging.getLogger("sealfn.instance")
@@ -36,6 +37,7 @@ class InstanceLoop:
         self._arena = arena
         self._host = host
         self._sealed: SealedModels | None = None  # made on the first sealed model (enclave mode)
+        self._he: HeModels | None = None  # made on the first HE (CKKS) network
         self._inline = inline
         self._send_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(slots) if slots > 1 else None
@@ -76,6 +78,8 @@ class InstanceLoop:
         if frame.kind is Kind.UNLOAD:
             if self._sealed is not None:
                 self._sealed.unload(str(meta["model"]))
+            if self._he is not None:
+                self._he.unload(str(meta["model"]))
             self._host.unload(str(meta["model"]))
             return Kind.UNLOADED, {"model": meta["model"]}, b""
         raise ProtocolError(f"instance cannot handle frame kind {frame.kind.name}")
@@ -83,6 +87,8 @@ class InstanceLoop:
     def _load(self, meta: dict[str, Any]) -> tuple[Kind, dict[str, Any], bytes]:
         name, path = str(meta["model"]), Path(str(meta["path"]))
         before = _rss_mb()
+        if meta.get("he"):
+            return self._load_he(name, path, Path(str(meta["state_dir"])), before)
         if not meta.get("sealed"):
             model = self._host.load(name, path)
             growth = _rss_mb() - before
@@ -104,11 +110,25 @@ class InstanceLoop:
         )
         return Kind.LOADED, {"model": name, "load_s": sum(breakdown.values()), **breakdown}, b""
 
+    def _load_he(
+        self, name: str, path: Path, state_dir: Path, before: float
+    ) -> tuple[Kind, dict[str, Any], bytes]:
+        if self._he is None:
+            from sealfn.he.serving import HeModels  # TenSEAL only where an HE network is served
+
+            self._he = HeModels()
+        started = time.perf_counter()
+        self._he.load(name, path, state_dir)
+        meta = {"model": name, "load_s": time.perf_counter() - started}
+        return Kind.LOADED, {**meta, "rss_growth_mb": _rss_mb() - before}, b""
+
     def _run(self, frame: Frame) -> tuple[Kind, dict[str, Any], bytes]:
         """One batch: read inputs (zero-copy) → run → write outputs to the slot's out region."""
         meta = frame.meta
         if self._sealed is not None and str(meta["model"]) in self._sealed:
             return self._run_sealed(frame, self._sealed)
+        if self._he is not None and str(meta["model"]) in self._he:
+            return self._run_sealed(frame, self._he)  # ciphertext in, ciphertext out: same path
         slot = int(meta["slot"])
         arena = self._arena
         view = arena.view if arena is not None else None
@@ -128,8 +148,10 @@ class InstanceLoop:
         ]
         return Kind.RESULT, {"outputs": outputs, "exec_s": exec_s}, writer.payload()
 
-    def _run_sealed(self, frame: Frame, sealed: SealedModels) -> tuple[Kind, dict[str, Any], bytes]:
-        """A batch of sealed requests: opaque bytes in, sealed replies (or refusals) out."""
+    def _run_sealed(
+        self, frame: Frame, sealed: SealedModels | HeModels
+    ) -> tuple[Kind, dict[str, Any], bytes]:
+        """A batch of sealed (or HE) requests: opaque bytes in, opaque replies or refusals out."""
         meta = frame.meta
         arena = self._arena
         view = arena.view if arena is not None else None

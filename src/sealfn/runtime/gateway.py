@@ -16,8 +16,9 @@ from starlette.routing import Route
 from sealfn import __version__, admintoken, oip
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
+from sealfn.he.keystore import KeyStore
 from sealfn.http_api import EXCEPTION_HANDLERS, error_response, json_response, read_body
-from sealfn.runtime import admin
+from sealfn.runtime import admin, he_api
 from sealfn.runtime.executors.base import Executor
 from sealfn.runtime.executors.local import LocalExecutor
 from sealfn.runtime.function import Function
@@ -39,6 +40,7 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.registry = Registry(config.state_dir)
+        self.he_keys = KeyStore(config.state_dir)  # public evaluation keys of HE functions' users
         self.admin_token = config.admin_token or admintoken.load_or_create(config.state_dir)
         self.pool = Pool(config, executor or LocalExecutor(), self.metrics)
         self.metrics.watch(
@@ -70,7 +72,9 @@ class Gateway:
             function = self.pool.function(name)
             body = await read_body(request, self.config.max_body_bytes)
             sealed = request.headers.get("content-type", "").startswith(SEALED_CONTENT_TYPE)
-            if function.spec.sealed or sealed:
+            if function.spec.he:
+                response = await he_api.infer(self.pool, self.he_keys, function, request, body)
+            elif function.spec.sealed or sealed:
                 response = await self._infer_sealed(function, body, sealed)
             else:
                 response = await self._infer_plain(function, request, body)
@@ -148,6 +152,7 @@ class Gateway:
             Route(f"{model}/infer", self.infer, methods=["POST"]),
             Route(f"{versioned}/infer", self.infer, methods=["POST"]),
             Route("/metrics", self.prometheus),
+            *he_api.routes(self.pool, self.he_keys, self.config),
             *admin.routes(self.pool, self.registry, self.metrics, self.config, self.admin_token),
         ]
 

@@ -279,6 +279,8 @@ class Pool:
         await self._watch(function, instance)
 
     def _sealed_meta(self, function: Function) -> dict[str, object]:
+        if function.spec.he:  # the instance reads evaluation keys from the state dir's key store
+            return {"he": True, "state_dir": str(self.config.state_dir)}
         if not function.spec.sealed:
             return {}
         return {

@@ -20,6 +20,7 @@ from sealfn.weights import GRAPH_FILE, externalize
 log = logging.getLogger("sealfn.registry")
 MODEL_FILE = GRAPH_FILE  # a plain model's graph; its weights are in WEIGHTS_FILE beside it
 SEALED_FILE = "model.sealed"  # a sealed model: ciphertext only, its signature unknown here
+HE_FILE = "model.he"  # an HE network (sealfn.he.graph): served on CKKS ciphertexts
 SPEC_FILE = "function.json"
 
 
@@ -61,13 +62,17 @@ class Registry:
             raise _storage_error(spec, exc) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return Deployment(spec, target / (SEALED_FILE if spec.sealed else MODEL_FILE), signature)
+        return Deployment(spec, target / _model_file(spec), signature)
 
     def _stage(self, spec: FunctionSpec, model: bytes, work: Path, staging: Path) -> ModelSignature:
         """Write the function's files into ``staging`` and return the model's signature."""
         if spec.model_store:  # the enclave fetches it from the store: nothing kept here
             staging.mkdir()
             return ModelSignature(inputs=(), outputs=())
+        if spec.he:  # plain weights, applied to ciphertexts: checked by compiling its plan
+            staging.mkdir()
+            (staging / HE_FILE).write_bytes(model)
+            return _check_he(model)
         if spec.sealed:  # ciphertext: kept as it came, its weights never leave the enclave
             staging.mkdir()
             (staging / SEALED_FILE).write_bytes(model)
@@ -109,8 +114,7 @@ class Registry:
             signature = ModelSignature.from_dict(record["signature"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"deployment record {folder / SPEC_FILE} is unreadable") from exc
-        model_file = folder / (SEALED_FILE if spec.sealed else MODEL_FILE)
-        return Deployment(spec, model_file, signature)
+        return Deployment(spec, folder / _model_file(spec), signature)
 
 
 def _check_sealed(spec: FunctionSpec, blob: bytes) -> ModelSignature:
@@ -125,6 +129,19 @@ def _check_sealed(spec: FunctionSpec, blob: bytes) -> ModelSignature:
         raise ConfigError(
             f"the model is sealed for model id {header.model_id!r}: deploy it under that name"
         )
+    return ModelSignature(inputs=(), outputs=())
+
+
+def _model_file(spec: FunctionSpec) -> str:
+    return HE_FILE if spec.he else SEALED_FILE if spec.sealed else MODEL_FILE
+
+
+def _check_he(blob: bytes) -> ModelSignature:
+    """An HE network must parse and compile (numpy only: the gateway never loads TenSEAL)."""
+    from sealfn.he.graph import NetGraph
+    from sealfn.he.plan import compile_graph
+
+    compile_graph(NetGraph.from_bytes(blob))  # ModelError if it is not one
     return ModelSignature(inputs=(), outputs=())
 
 

@@ -1,0 +1,112 @@
+"""The HE SDK: encrypt locally → infer on the served function → decrypt locally.
+
+client = HeClient("http://127.0.0.1:8080")
+needs = client.requirements("digits-he")
+keys = TensealBackend().keygen(choose(needs.depth, needs.width))  # stays on this machine
+client.upload_keys(keys)                                           # once per session
+logits = client.infer("digits-he", keys, image, needs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+
+import httpx
+import numpy as np
+
+from sealfn.errors import (
+    ConfigError,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    PayloadTooLarge,
+    SealfnError,
+    Unavailable,
+)
+from sealfn.he.protocol import (
+    CONTENT_TYPE,
+    FUNCTIONS_PATH,
+    KEYS_PATH,
+    HeMessage,
+    Kind,
+    Requirements,
+)
+from sealfn.he.tenseal_backend import TensealBackend, TensealKeys
+
+CHUNK = 1 << 20  # bytes per chunk of a streamed key upload
+_ERRORS: dict[int, type[SealfnError]] = {
+    400: InvalidInput,
+    404: NotFound,
+    413: PayloadTooLarge,
+    422: ModelError,
+    503: Unavailable,
+}
+
+
+class HeClient:
+    def __init__(self, url: str, *, timeout_s: float = 600.0) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+        self._backend = TensealBackend()
+
+    def __enter__(self) -> HeClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def requirements(self, function: str) -> Requirements:
+        return Requirements.from_dict(
+            _checked(self._http.get(f"{FUNCTIONS_PATH}/{function}")).json()
+        )
+
+    def upload_keys(self, keys: TensealKeys) -> str:
+        """Upload the evaluation keys unless the server has them; returns their id."""
+        key_id = keys.key_id
+        if self._http.get(f"{KEYS_PATH}/{key_id}").status_code == 200:
+            return key_id
+        reply = _checked(self._http.put(KEYS_PATH, content=_chunks(keys.evaluation_keys())))
+        if reply.json().get("key_id") != key_id:
+            raise ModelError("the server stored the evaluation keys under another id")
+        return key_id
+
+    def infer(
+        self, function: str, keys: TensealKeys, values: np.ndarray, needs: Requirements
+    ) -> np.ndarray:
+        """Logits (``needs.outputs``,) for one input; only ciphertext leaves this process."""
+        if keys.params.levels < needs.depth:
+            raise ConfigError(
+                f"these keys allow depth {keys.params.levels}; {function!r} needs {needs.depth}"
+            )
+        ciphertext = self._backend.encrypt(keys, values, needs.width)
+        body = HeMessage(Kind.REQUEST, keys.key_id, ciphertext).to_bytes()
+        reply = _checked(
+            self._http.post(
+                f"/v2/models/{function}/infer", content=body, headers={"content-type": CONTENT_TYPE}
+            )
+        )
+        message = HeMessage.from_bytes(reply.content, Kind.REPLY)
+        if message.key_id != keys.key_id:
+            raise ModelError("the reply is for other keys")
+        return self._backend.decrypt(keys, message.ciphertext, needs.width, needs.outputs)
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        yield bytes(view[start : start + CHUNK])
+
+
+def _checked(reply: httpx.Response) -> httpx.Response:
+    if reply.status_code < 400:
+        return reply
+    try:
+        message = str(reply.json().get("error", reply.text))
+    except ValueError:
+        message = reply.text
+    raise _ERRORS.get(reply.status_code, SealfnError)(message)
