@@ -11,6 +11,12 @@ from typing import Protocol
 
 Buffer = bytes | bytearray | memoryview
 
+
+def nbytes(parts: tuple[Buffer, ...]) -> int:
+    """Bytes in a message made of ``parts``."""
+    return sum(memoryview(part).nbytes for part in parts)
+
+
 DEFAULT_TIMEOUT_S = 60.0  # seconds a recv waits before the peer counts as lost
 
 
@@ -21,8 +27,9 @@ class Channel(Protocol):
     size: int
     name: str  # "tcp", "directory", "ray": what the cost model calls it
 
-    def send(self, dst: int, data: Buffer) -> None:
-        """Queue ``data`` for rank ``dst`` (never waits for ``dst`` to receive)."""
+    def send(self, dst: int, *parts: Buffer) -> None:
+        """Queue one message, the concatenation of ``parts``, for rank ``dst`` (never waits for
+        ``dst`` to receive). Parts let a header and a large array go out without a copy."""
         ...
 
     def recv(self, src: int) -> Buffer:

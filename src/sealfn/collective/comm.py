@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from sealfn.collective import schedule
-from sealfn.collective.channel import Channel
-from sealfn.collective.payload import Bundle, Value, decode, encode
+from sealfn.collective.channel import Buffer, Channel
+from sealfn.collective.payload import Bundle, Value, decode, encode, encode_parts
 from sealfn.errors import InvalidInput, ProtocolError
 
 Array = np.ndarray[Any, Any]
@@ -47,7 +47,7 @@ class Communicator:
     # ---- point to point ------------------------------------------------------------------
 
     def send(self, value: Value, dst: int) -> None:
-        self.channel.send(dst, encode(value))
+        self.channel.send(dst, *encode_parts(value))
 
     def recv(self, src: int) -> Value:
         return decode(self.channel.recv(src))
@@ -68,22 +68,22 @@ class Communicator:
         if vrank == 0:
             if value is None:
                 raise TypeError("the root of a bcast must pass a value")
-            data: bytes | bytearray | memoryview = encode(value)
+            data: tuple[Buffer, ...] = encode_parts(value)
         else:
-            data = self.channel.recv(self._parent(vrank, root))
+            data = (self.channel.recv(self._parent(vrank, root)),)
         for child in reversed(schedule.binomial_children(vrank, self.size)):  # deepest first
-            self.channel.send(schedule.real(child, root, self.size), data)
-        return value if vrank == 0 and value is not None else decode(data)
+            self.channel.send(schedule.real(child, root, self.size), *data)
+        return value if vrank == 0 and value is not None else decode(data[0])
 
     def gather(self, value: Value, root: int = 0) -> list[Value] | None:
         """Every rank's ``value``, in rank order, at ``root``; None elsewhere."""
         vrank = self._virtual(root)
-        parts = [(self.rank, encode(value))]
+        parts: list[tuple[int, Buffer]] = [(self.rank, encode(value))]
         for child in schedule.binomial_children(vrank, self.size):
             src = schedule.real(child, root, self.size)
             parts.extend(Bundle.from_bytes(self.channel.recv(src)).parts)
         if vrank != 0:
-            self.channel.send(self._parent(vrank, root), Bundle(tuple(parts)).to_bytes())
+            self.channel.send(self._parent(vrank, root), *Bundle(tuple(parts)).to_parts())
             return None
         by_rank = dict(parts)
         if sorted(by_rank) != list(range(self.size)):
@@ -96,7 +96,7 @@ class Communicator:
         if vrank == 0:
             if values is None or len(values) != self.size:
                 raise TypeError(f"the root of a scatter must pass {self.size} values")
-            parts = {r: encode(v) for r, v in enumerate(values)}
+            parts: dict[int, Buffer] = {r: encode(v) for r, v in enumerate(values)}
         else:
             parts = dict(Bundle.from_bytes(self.channel.recv(self._parent(vrank, root))).parts)
         for child in reversed(schedule.binomial_children(vrank, self.size)):
@@ -105,7 +105,7 @@ class Communicator:
                 for v in range(child, child + schedule.span(child, self.size))
             ]
             bundle = Bundle(tuple((r, parts[r]) for r in members))
-            self.channel.send(schedule.real(child, root, self.size), bundle.to_bytes())
+            self.channel.send(schedule.real(child, root, self.size), *bundle.to_parts())
         if self.rank not in parts:
             raise ProtocolError(f"scatter reached rank {self.rank} without its part")
         return decode(parts[self.rank])
@@ -118,7 +118,7 @@ class Communicator:
             other = decode(self.channel.recv(schedule.real(child, root, self.size)))
             _combine(total, other, op, schedule.real(child, root, self.size))
         if vrank != 0:
-            self.channel.send(self._parent(vrank, root), encode(total))
+            self.channel.send(self._parent(vrank, root), *encode_parts(total))
             return None
         return total
 
@@ -141,7 +141,7 @@ class Communicator:
     def _doubling_allreduce(self, total: Array, op: Op) -> Array:
         partner, core = schedule.doubling_fold(self.rank, self.size)
         if partner is not None and core is None:  # an extra rank: hand over, wait for the end
-            self.channel.send(partner, encode(total))
+            self.channel.send(partner, *encode_parts(total))
             result = decode(self.channel.recv(partner))
             if not isinstance(result, np.ndarray):
                 raise ProtocolError(f"rank {partner} sent bytes where an array was due")
@@ -152,11 +152,11 @@ class Communicator:
         mask = 1
         while mask < core_size:
             peer = schedule.core_to_rank((core or 0) ^ mask, self.size)
-            self.channel.send(peer, encode(total))
+            self.channel.send(peer, *encode_parts(total))
             _combine(total, decode(self.channel.recv(peer)), op, peer)
             mask <<= 1
         if partner is not None:
-            self.channel.send(partner, encode(total))
+            self.channel.send(partner, *encode_parts(total))
         return total
 
     def _ring_allreduce(self, flat: Array, op: Op) -> None:

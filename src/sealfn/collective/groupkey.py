@@ -90,12 +90,12 @@ class SealedChannel:
         self._sent = [0] * inner.size
         self._received = [0] * inner.size
 
-    def send(self, dst: int, data: Buffer) -> None:
+    def send(self, dst: int, *parts: Buffer) -> None:
         nonce = os.urandom(NONCE_SIZE)
         aad = self._aad(self.rank, dst, self._sent[dst])
         self._sent[dst] += 1
-        sealed = self._aead.encrypt(nonce, bytes(data), aad)
-        self._inner.send(dst, bytes([VERSION]) + nonce + sealed)
+        sealed = self._aead.encrypt(nonce, b"".join(parts), aad)
+        self._inner.send(dst, bytes([VERSION]) + nonce, sealed)
 
     def recv(self, src: int) -> Buffer:
         frame = memoryview(self._inner.recv(src))

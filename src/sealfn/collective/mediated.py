@@ -39,14 +39,15 @@ class DirectoryChannel:
                 self._box(peer, rank).mkdir(parents=True, exist_ok=True)
                 self._box(rank, peer).mkdir(parents=True, exist_ok=True)
 
-    def send(self, dst: int, data: Buffer) -> None:
+    def send(self, dst: int, *parts: Buffer) -> None:
         check_peer(self, dst)
         seq = self._sent[dst]
         self._sent[dst] += 1
         final = self._box(self.rank, dst) / f"{seq:012d}"
         partial = final.with_suffix(".part")
         with open(partial, "wb") as out:
-            out.write(data)
+            for part in parts:
+                out.write(part)
         os.replace(partial, final)  # the receiver never sees half a message
 
     def recv(self, src: int) -> Buffer:

@@ -22,6 +22,7 @@ from sealfn.errors import ProtocolError
 
 VERSION = 1
 Value = np.ndarray[Any, Any] | bytes  # what a collective moves
+Buffer = bytes | bytearray | memoryview
 
 _HEAD = struct.Struct("<BBB")  # version, kind, len(dtype)
 _NDIM = struct.Struct("<B")
@@ -36,9 +37,14 @@ class Kind(enum.IntEnum):
 
 
 def encode(value: Value) -> bytes:
-    """One value as a payload."""
+    """One value as a payload, in one buffer."""
+    return b"".join(encode_parts(value))
+
+
+def encode_parts(value: Value) -> tuple[bytes, Buffer]:
+    """One value as a payload: a header and the value's own bytes (not copied)."""
     if isinstance(value, bytes | bytearray | memoryview):
-        return _HEAD.pack(VERSION, Kind.BYTES, 0) + bytes(value)
+        return _HEAD.pack(VERSION, Kind.BYTES, 0), value
     if not isinstance(value, np.ndarray):
         raise TypeError(f"a collective moves numpy arrays or bytes, not {type(value).__name__}")
     if value.dtype.hasobject:
@@ -48,12 +54,12 @@ def encode(value: Value) -> bytes:
     head: bytes = (
         _HEAD.pack(VERSION, Kind.ARRAY, len(dtype)) + dtype + _NDIM.pack(value.ndim) + shape
     )
-    body: bytes = np.ascontiguousarray(value).tobytes()
-    return head + body
+    body = np.ascontiguousarray(value).reshape(-1).view(np.uint8).data
+    return head, body
 
 
-def decode(data: bytes | bytearray | memoryview) -> Value:
-    """The value a payload holds; arrays are fresh, writable copies' views of ``data``."""
+def decode(data: Buffer) -> Value:
+    """The value a payload holds; an array shares ``data``'s memory if it is writable."""
     view = memoryview(data)
     try:
         version, kind, dtype_len = _HEAD.unpack_from(view)
@@ -80,29 +86,34 @@ def decode(data: bytes | bytearray | memoryview) -> Value:
 class Bundle:
     """Several ranks' payloads in one message (gather and scatter move subtrees at once)."""
 
-    parts: tuple[tuple[int, bytes], ...]  # (rank, encoded payload), any order
+    parts: tuple[tuple[int, Buffer], ...]  # (rank, encoded payload), any order
 
     def to_bytes(self) -> bytes:
-        out = [_BUNDLE_HEAD.pack(VERSION, len(self.parts))]
+        return b"".join(self.to_parts())
+
+    def to_parts(self) -> list[Buffer]:
+        """The encoded bundle as buffers to send one after another (payloads are not copied)."""
+        out: list[Buffer] = [_BUNDLE_HEAD.pack(VERSION, len(self.parts))]
         for rank, payload in self.parts:
-            out += [_ENTRY.pack(rank, len(payload)), payload]
-        return b"".join(out)
+            out += [_ENTRY.pack(rank, memoryview(payload).nbytes), payload]
+        return out
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Bundle:
+    def from_bytes(cls, data: Buffer) -> Bundle:
+        """Payloads stay views into ``data`` (no copies)."""
         view = memoryview(data)
         try:
             version, count = _BUNDLE_HEAD.unpack_from(view)
             if version != VERSION:
                 raise ProtocolError(f"collective bundle version {version} (expected {VERSION})")
             at = _BUNDLE_HEAD.size
-            parts = []
+            parts: list[tuple[int, Buffer]] = []
             for _ in range(count):
                 rank, length = _ENTRY.unpack_from(view, at)
                 at += _ENTRY.size
                 if at + length > len(view):
                     raise ProtocolError("truncated collective bundle")
-                parts.append((rank, bytes(view[at : at + length])))
+                parts.append((rank, view[at : at + length]))
                 at += length
         except struct.error as exc:
             raise ProtocolError("malformed collective bundle") from exc

@@ -67,9 +67,9 @@ class RayChannel:
         self._sent = [0] * size
         self._received = [0] * size
 
-    def send(self, dst: int, data: Buffer) -> None:
+    def send(self, dst: int, *parts: Buffer) -> None:
         check_peer(self, dst)
-        ref = self._ray.put(bytes(data))
+        ref = self._ray.put(b"".join(parts))
         self._mailbox.put.remote(self.rank, dst, self._sent[dst], [ref])
         self._sent[dst] += 1
 

@@ -21,37 +21,52 @@ Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """Where a rank listens: TCP, and a unix socket that peers on the same host may use."""
+
+    address: Address
+    host_id: str = ""  # same value = same host and network namespace
+    unix: str = ""  # abstract unix socket name; "" = none
+
+    def to_json(self) -> list[Any]:
+        return [list(self.address), self.host_id, self.unix]
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Endpoint:
+        (host, port), host_id, unix = raw
+        return cls((str(host), int(port)), str(host_id), str(unix))
+
+
+@dataclass(frozen=True)
 class Register:
     group: str
     rank: int
     size: int
-    address: Address
+    endpoint: Endpoint
 
     def to_bytes(self) -> bytes:
         body = {"v": VERSION, "group": self.group, "rank": self.rank, "size": self.size}
-        return json.dumps({**body, "address": list(self.address)}).encode() + b"\n"
+        return json.dumps({**body, "endpoint": self.endpoint.to_json()}).encode() + b"\n"
 
     @classmethod
     def from_bytes(cls, line: bytes) -> Register:
         raw = _load(line)
-        host, port = raw["address"]
-        return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), (str(host), int(port)))
+        endpoint = Endpoint.from_json(raw["endpoint"])
+        return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), endpoint)
 
 
 @dataclass(frozen=True)
 class PeerTable:
-    addresses: tuple[Address, ...]  # by rank
+    endpoints: tuple[Endpoint, ...]  # by rank
 
     def to_bytes(self) -> bytes:
-        return (
-            json.dumps({"v": VERSION, "addresses": [list(a) for a in self.addresses]}).encode()
-            + b"\n"
-        )
+        body = {"v": VERSION, "endpoints": [e.to_json() for e in self.endpoints]}
+        return json.dumps(body).encode() + b"\n"
 
     @classmethod
     def from_bytes(cls, line: bytes) -> PeerTable:
         raw = _load(line)
-        return cls(tuple((str(h), int(p)) for h, p in raw["addresses"]))
+        return cls(tuple(Endpoint.from_json(e) for e in raw["endpoints"]))
 
 
 def _load(line: bytes) -> dict[str, Any]:
@@ -69,13 +84,13 @@ class _Groups:
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._members: dict[str, dict[int, Address]] = {}
+        self._members: dict[str, dict[int, Endpoint]] = {}
         self._aborted: set[str] = set()
 
     def join(self, entry: Register, timeout: float) -> PeerTable:
         with self._lock:
             members = self._members.setdefault(entry.group, {})
-            members[entry.rank] = entry.address
+            members[entry.rank] = entry.endpoint
             self._lock.notify_all()
             self._lock.wait_for(
                 lambda: len(members) >= entry.size or entry.group in self._aborted, timeout

@@ -1,27 +1,36 @@
 """Direct TCP between ranks: a full mesh of connections set up through the rendezvous server.
 
 Rank ``i`` connects to every lower rank and accepts every higher one; each connection opens with
-a hello naming the group (a hash of its id) and the rank. A reader thread per peer drains its
-socket into a queue, so ``send`` never waits for the peer to call ``recv`` (a ring step sends and
-receives megabytes in both directions at once). A message on the wire: ``u64 length | bytes``.
+a hello naming the group (a hash of its id) and the rank. Ranks on the same host (same boot id
+and network namespace) connect over an abstract unix socket instead: the same stream, without
+the loopback TCP stack (about 4x the bandwidth for 10 MB messages on our 2-core machine).
+A reader thread per peer drains its socket into a queue, so ``send`` never waits for the peer
+to call ``recv`` (a ring step sends and receives megabytes in both directions at once).
+A message on the wire: ``u64 length | bytes``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import queue
+import select
 import socket
 import struct
+import sys
 import threading
+import uuid
+from pathlib import Path
 
-from sealfn.collective.channel import DEFAULT_TIMEOUT_S, Buffer, check_peer
-from sealfn.collective.rendezvous import Address, Register, rendezvous
+from sealfn.collective.channel import DEFAULT_TIMEOUT_S, Buffer, check_peer, nbytes
+from sealfn.collective.rendezvous import Address, Endpoint, Register, rendezvous
 from sealfn.errors import PeerLost, ProtocolError
 
 _LENGTH = struct.Struct("<Q")
 _HELLO = struct.Struct("<8sI")  # group hash, rank
 _SMALL = 64 << 10  # bytes: below this, header and body go out in one write
+_IOV_MAX = 512  # buffers per sendmsg call (Linux allows 1024)
 _LOST = object()  # queued when a peer's connection ends
 
 
@@ -53,35 +62,44 @@ class TcpChannel:
         *,
         host: str = "127.0.0.1",
         timeout: float = DEFAULT_TIMEOUT_S,
+        same_host_unix: bool = True,
     ) -> TcpChannel:
         """Register with the rendezvous at ``server`` and connect to every other rank."""
         if not 0 <= rank < size:
             raise ValueError(f"rank {rank} is outside a group of {size}")
         tag = hashlib.sha256(group.encode()).digest()[:8]
-        with socket.create_server((host, 0), backlog=max(1, size)) as listener:
-            listener.settimeout(timeout)
-            address = listener.getsockname()[:2]
-            table = rendezvous(server, Register(group, rank, size, (host, address[1])), timeout)
-            sockets = {
-                peer: _dial(table.addresses[peer], tag, rank, timeout) for peer in range(rank)
-            }
+        listeners = [socket.create_server((host, 0), backlog=max(1, size))]
+        unix = ""
+        if same_host_unix and hasattr(socket, "AF_UNIX") and sys.platform == "linux":
+            unix = f"sealfn-{tag.hex()}-{rank}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            local.bind("\0" + unix)
+            local.listen(max(1, size))
+            listeners.append(local)
+        try:
+            port = listeners[0].getsockname()[1]
+            me = Endpoint((host, port), _host_id() if unix else "", unix)
+            table = rendezvous(server, Register(group, rank, size, me), timeout)
+            sockets = {p: _dial(me, table.endpoints[p], tag, rank, timeout) for p in range(rank)}
             for _ in range(size - 1 - rank):
-                peer, sock = _accept(listener, tag, size)
+                peer, sock = _accept(listeners, tag, size, timeout)
                 sockets[peer] = sock
+        finally:
+            for listener in listeners:
+                listener.close()
         return cls(rank, size, sockets, timeout)
 
-    def send(self, dst: int, data: Buffer) -> None:
+    def send(self, dst: int, *parts: Buffer) -> None:
         check_peer(self, dst)
-        data = memoryview(data).cast("B")  # lengths in bytes, whatever the item size
-        header = _LENGTH.pack(data.nbytes)
+        length = nbytes(parts)
+        header = _LENGTH.pack(length)
         try:
             with self._locks[dst]:
                 sock = self._sockets[dst]
-                if data.nbytes < _SMALL:
-                    sock.sendall(header + bytes(data))
+                if length < _SMALL:
+                    sock.sendall(b"".join((header, *parts)))
                 else:
-                    sock.sendall(header)
-                    sock.sendall(data)
+                    _send_parts(sock, (header, *parts))
         except OSError as exc:
             raise PeerLost(f"rank {dst} is gone ({exc.strerror or exc})") from exc
 
@@ -119,25 +137,56 @@ class TcpChannel:
         inbox.put(_LOST)
 
 
-def _dial(address: Address, tag: bytes, rank: int, timeout: float) -> socket.socket:
+def _host_id() -> str:
+    """Equal for processes that can reach each other's abstract unix sockets."""
     try:
-        sock = socket.create_connection(address, timeout=timeout)
-    except OSError as exc:
-        raise PeerLost(f"cannot reach {address[0]}:{address[1]}: {exc}") from exc
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return ""
+    return f"{socket.gethostname()}/{boot}/{netns}"
+
+
+def _dial(me: Endpoint, peer: Endpoint, tag: bytes, rank: int, timeout: float) -> socket.socket:
+    sock = None
+    if peer.unix and peer.host_id and peer.host_id == me.host_id:
+        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            local.settimeout(timeout)
+            local.connect("\0" + peer.unix)
+            sock = local
+        except OSError:
+            local.close()  # not reachable after all: TCP below
+    if sock is None:
+        try:
+            sock = socket.create_connection(peer.address, timeout=timeout)
+        except OSError as exc:
+            raise PeerLost(f"cannot reach {peer.address[0]}:{peer.address[1]}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(_HELLO.pack(tag, rank))
     sock.settimeout(None)
     return sock
 
 
-def _accept(listener: socket.socket, tag: bytes, size: int) -> tuple[int, socket.socket]:
+def _accept(
+    listeners: list[socket.socket], tag: bytes, size: int, timeout: float
+) -> tuple[int, socket.socket]:
+    ready, _, _ = select.select(listeners, [], [], timeout)
+    if not ready:
+        raise PeerLost(f"a peer did not connect within {timeout:g} s")
     try:
-        sock, _ = listener.accept()
+        sock, _ = ready[0].accept()
     except OSError as exc:
         raise PeerLost(f"a peer did not connect: {exc}") from exc
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    hello = _read_exact(sock, _HELLO.size)
+    if sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(timeout)
+    try:
+        hello = _read_exact(sock, _HELLO.size)
+    except OSError:
+        hello = None
     if hello is None:
+        sock.close()
         raise PeerLost("a peer hung up during the hello")
     their_tag, peer = _HELLO.unpack(hello)
     if their_tag != tag or not 0 <= peer < size:
@@ -145,6 +194,20 @@ def _accept(listener: socket.socket, tag: bytes, size: int) -> tuple[int, socket
         raise ProtocolError("a connection from another group (or a stranger) was refused")
     sock.settimeout(None)
     return peer, sock
+
+
+def _send_parts(sock: socket.socket, parts: tuple[Buffer, ...]) -> None:
+    """Send every part in order with scatter-gather writes (no copy into one buffer)."""
+    views = [memoryview(p).cast("B") for p in parts if memoryview(p).nbytes]
+    while views:
+        sent = sock.sendmsg(views[:_IOV_MAX])
+        while sent:
+            if sent >= views[0].nbytes:
+                sent -= views[0].nbytes
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
 
 
 def _read_exact(sock: socket.socket, length: int) -> bytearray | None:
