@@ -68,6 +68,22 @@ class Channel:
         finally:
             self._waiting.pop(request_id, None)
 
+    async def unsolicited(self) -> Frame:
+        """The next unsolicited frame (HELLO); InstanceFailed if the connection closes first
+        (an instance killed while it boots must not leave its caller waiting)."""
+        if not self.inbox.empty():
+            return self.inbox.get_nowait()
+        getter = asyncio.ensure_future(self.inbox.get())
+        either: set[asyncio.Future[Any]] = {getter, self.closed}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        raise InstanceFailed("instance connection closed before it said hello")
+
     def send(self, kind: Kind, meta: dict[str, Any]) -> None:
         """Send one frame that expects no reply (STOP)."""
         if self._transport is not None and not self._transport.is_closing():

@@ -252,7 +252,7 @@ class Pool:
             share_weights=config.share_weights,
         )
         instance.worker = await self.executor.launch(spec)
-        check_reply(await instance.worker.channel.inbox.get(), Kind.HELLO)
+        check_reply(await instance.worker.channel.unsolicited(), Kind.HELLO)
 
     async def _boot(self, function: Function, instance: InstanceHandle) -> None:
         """Launch → HELLO → LOAD → ready; then watch the process until it exits."""
