@@ -30,7 +30,7 @@ def test_payload_round_trip(value: np.ndarray | bytes) -> None:
 
 
 def test_bundle_round_trip() -> None:
-    bundle = Bundle(((3, b"abc"), (0, b""), (7, encode(np.ones(2)))))
+    bundle = Bundle(((3, (b"abc",)), (0, (b"",)), (7, (encode(np.ones(2)),))))
     assert Bundle.from_bytes(bundle.to_bytes()) == bundle
 
 
@@ -42,7 +42,7 @@ def test_malformed_payloads_are_protocol_errors(data: bytes) -> None:
 
 def test_truncated_bundle_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
-        Bundle.from_bytes(Bundle(((1, b"abcdef"),)).to_bytes()[:-2])
+        Bundle.from_bytes(Bundle(((1, (b"abc", b"def")),)).to_bytes()[:-2])
 
 
 def test_only_arrays_and_bytes_travel() -> None:

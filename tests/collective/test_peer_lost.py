@@ -27,7 +27,7 @@ def test_tcp_peer_that_closes_is_lost(rendezvous_server: RendezvousServer) -> No
     for thread in threads:
         thread.join(10)
     channels[1].close()
-    with pytest.raises(PeerLost, match="rank 1 (closed|is gone)"):
+    with pytest.raises(PeerLost, match=r"rank 1 (closed|is gone)"):
         Communicator(channels[0]).allreduce(np.ones(4))
     with pytest.raises(PeerLost):  # and stays lost
         channels[0].recv(1)

@@ -198,7 +198,7 @@ class _Root:
 
     def _accept(self, gathered: list[Any]) -> None:
         for raw in gathered[1:]:
-            for index, data in Bundle.from_bytes(raw).parts:
+            for index, (data,) in Bundle.from_bytes(raw).parts:
                 if index in self._delivered:
                     raise ProtocolError(f"partition {index} was delivered twice")
                 self._delivered[index] = PartitionResult.from_bytes(data)

@@ -81,7 +81,7 @@ class PartitionWorker:
         comm = Communicator(channel)
         try:
             results = [self._partition(p, emit) for p in order.partitions]
-            bundle = Bundle(tuple((r.partition, r.to_bytes()) for r in results))
+            bundle = Bundle(tuple((r.partition, (r.to_bytes(),)) for r in results))
             comm.gather(bundle.to_bytes(), root=0)
         except PeerLost as exc:
             emit(Event(EventKind.ROUND_END, self.instance, ok=False, detail=exc.message))

@@ -16,7 +16,7 @@ import numpy as np
 
 from sealfn.collective import schedule
 from sealfn.collective.channel import Buffer, Channel
-from sealfn.collective.payload import Bundle, Value, decode, encode, encode_parts
+from sealfn.collective.payload import Bundle, Value, decode, encode_parts
 from sealfn.errors import InvalidInput, ProtocolError
 
 Array = np.ndarray[Any, Any]
@@ -78,17 +78,20 @@ class Communicator:
     def gather(self, value: Value, root: int = 0) -> list[Value] | None:
         """Every rank's ``value``, in rank order, at ``root``; None elsewhere."""
         vrank = self._virtual(root)
-        parts: list[tuple[int, Buffer]] = [(self.rank, encode(value))]
+        parts: list[tuple[int, tuple[Buffer, ...]]] = []
+        if vrank != 0:
+            parts.append((self.rank, encode_parts(value)))
         for child in schedule.binomial_children(vrank, self.size):
             src = schedule.real(child, root, self.size)
             parts.extend(Bundle.from_bytes(self.channel.recv(src)).parts)
         if vrank != 0:
             self.channel.send(self._parent(vrank, root), *Bundle(tuple(parts)).to_parts())
             return None
-        by_rank = dict(parts)
+        by_rank = {rank: decode(_joined(pieces)) for rank, pieces in parts}
+        by_rank[self.rank] = value  # the root's own value never left it
         if sorted(by_rank) != list(range(self.size)):
             raise ProtocolError(f"gather at rank {self.rank} got ranks {sorted(by_rank)}")
-        return [decode(by_rank[r]) for r in range(self.size)]
+        return [by_rank[r] for r in range(self.size)]
 
     def scatter(self, values: Sequence[Value] | None, root: int = 0) -> Value:
         """``values[r]`` from ``root`` to rank ``r`` (others pass None)."""
@@ -96,9 +99,12 @@ class Communicator:
         if vrank == 0:
             if values is None or len(values) != self.size:
                 raise TypeError(f"the root of a scatter must pass {self.size} values")
-            parts: dict[int, Buffer] = {r: encode(v) for r, v in enumerate(values)}
+            parts: dict[int, tuple[Buffer, ...]] = {
+                r: encode_parts(v) for r, v in enumerate(values)
+            }
         else:
-            parts = dict(Bundle.from_bytes(self.channel.recv(self._parent(vrank, root))).parts)
+            received = self.channel.recv(self._parent(vrank, root))
+            parts = dict(Bundle.from_bytes(received).parts)
         for child in reversed(schedule.binomial_children(vrank, self.size)):
             members = [
                 schedule.real(v, root, self.size)
@@ -108,7 +114,9 @@ class Communicator:
             self.channel.send(schedule.real(child, root, self.size), *bundle.to_parts())
         if self.rank not in parts:
             raise ProtocolError(f"scatter reached rank {self.rank} without its part")
-        return decode(parts[self.rank])
+        if vrank == 0 and values is not None:
+            return values[self.rank]
+        return decode(_joined(parts[self.rank]))
 
     def reduce(self, array: Array, op: Op = Op.SUM, root: int = 0) -> Array | None:
         """``op`` over every rank's ``array`` (same shape and dtype everywhere), at ``root``."""
@@ -193,6 +201,11 @@ class Communicator:
         if parent is None:
             raise ProtocolError("the root has no parent")
         return schedule.real(parent, root, self.size)
+
+
+def _joined(pieces: tuple[Buffer, ...]) -> Buffer:
+    """One buffer of a payload's pieces (a received payload is one piece: no copy)."""
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _own_copy(array: Array) -> Array:

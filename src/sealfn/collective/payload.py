@@ -86,7 +86,7 @@ def decode(data: Buffer) -> Value:
 class Bundle:
     """Several ranks' payloads in one message (gather and scatter move subtrees at once)."""
 
-    parts: tuple[tuple[int, Buffer], ...]  # (rank, encoded payload), any order
+    parts: tuple[tuple[int, tuple[Buffer, ...]], ...]  # (rank, encoded payload's pieces)
 
     def to_bytes(self) -> bytes:
         return b"".join(self.to_parts())
@@ -94,8 +94,8 @@ class Bundle:
     def to_parts(self) -> list[Buffer]:
         """The encoded bundle as buffers to send one after another (payloads are not copied)."""
         out: list[Buffer] = [_BUNDLE_HEAD.pack(VERSION, len(self.parts))]
-        for rank, payload in self.parts:
-            out += [_ENTRY.pack(rank, memoryview(payload).nbytes), payload]
+        for rank, pieces in self.parts:
+            out += [_ENTRY.pack(rank, sum(memoryview(p).nbytes for p in pieces)), *pieces]
         return out
 
     @classmethod
@@ -107,13 +107,13 @@ class Bundle:
             if version != VERSION:
                 raise ProtocolError(f"collective bundle version {version} (expected {VERSION})")
             at = _BUNDLE_HEAD.size
-            parts: list[tuple[int, Buffer]] = []
+            parts: list[tuple[int, tuple[Buffer, ...]]] = []
             for _ in range(count):
                 rank, length = _ENTRY.unpack_from(view, at)
                 at += _ENTRY.size
                 if at + length > len(view):
                     raise ProtocolError("truncated collective bundle")
-                parts.append((rank, view[at : at + length]))
+                parts.append((rank, (view[at : at + length],)))
                 at += length
         except struct.error as exc:
             raise ProtocolError("malformed collective bundle") from exc
