@@ -39,7 +39,13 @@ from sealfn.keyservice.client import KeyServiceClient
 from sealfn.keyservice.keys import DeploymentKey
 from sealfn.keyservice.principal import Principal, PrincipalKind
 from sealfn.sealed_model import generate_model_key, seal_model
-from sealfn.sealed_request import CONTENT_TYPE, open_inference_reply, seal_inference
+from sealfn.sealed_request import (
+    CONTENT_TYPE,
+    open_inference_reply,
+    seal_in_session,
+    seal_inference,
+    start_session,
+)
 from sealfn.tee.simulated import SimulatedPlatform
 from sealfn.workloads.models import ExampleModel, build_examples
 
@@ -63,11 +69,23 @@ def wait(url: str) -> None:
 
 
 class Caller:
-    """One client with its own keep-alive connection; plain or sealed, same code path."""
+    """One client with its own keep-alive connection; plain or sealed, same code path.
 
-    def __init__(self, port: int, name: str, model: ExampleModel, sealed: Any | None) -> None:
+    Sealed callers either seal every request with its own HPKE exchange and signature, or (with
+    ``session``) start one sealed session, as ``sealfn.Client`` does by default, and seal each
+    request with its AES-GCM key."""
+
+    def __init__(
+        self, port: int, name: str, model: ExampleModel, sealed: Any | None, session: bool = False
+    ) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port)
         self.name, self.model, self.sealed = name, model, sealed
+        self.session = None
+        if sealed is not None and session:
+            key, user = sealed
+            self.session = start_session(
+                public_key=key.public_key, model_id=name, signer=user, suite=key.suite
+            )
         x = model.sample(1, seed=7)
         self.body, headers = oip.encode_request([oip.Tensor(model.input_name, "FP32", x.shape, x)])
         self.length = int(headers["Inference-Header-Content-Length"])
@@ -83,10 +101,13 @@ class Caller:
             oip.decode_response(content, int(reply.headers["Inference-Header-Content-Length"]))
             return
         key, user = self.sealed
-        sealed, reply_key = seal_inference(
-            self.body, header_length=self.length, public_key=key.public_key,
-            model_id=self.name, signer=user, suite=key.suite,
-        )  # fmt: skip
+        if self.session is not None:
+            sealed, reply_key = seal_in_session(self.session, self.body, header_length=self.length)
+        else:
+            sealed, reply_key = seal_inference(
+                self.body, header_length=self.length, public_key=key.public_key,
+                model_id=self.name, signer=user, suite=key.suite,
+            )  # fmt: skip
         self.conn.request("POST", f"/v2/models/{self.name}/infer", sealed,
                           {"content-type": CONTENT_TYPE})  # fmt: skip
         reply = self.conn.getresponse()
@@ -216,19 +237,25 @@ def run(  # noqa: PLR0917 - one benchmark run's settings, passed once from main
         points: dict[str, Any] = {}
         for model in models.values():
             sealed_name = f"{model.name}-sealed"
-            plain = Caller(port, model.name, model, None)
-            sealed = Caller(port, sealed_name, model, (keys[sealed_name], user))
+            creds = (keys[sealed_name], user)
+            callers = {
+                "plain": Caller(port, model.name, model, None),
+                "sealed": Caller(port, sealed_name, model, creds),
+                "session": Caller(port, sealed_name, model, creds, session=True),
+            }
             n = n_small if model.name == "mlp" else n_big
-            series: dict[str, list[float]] = {"plain": [], "sealed": []}
-            for _ in range(rounds):  # interleaved rounds: noise hits both alike
-                series["plain"] += latencies(plain, n // rounds)
-                series["sealed"] += latencies(sealed, n // rounds)
-            tput = {
-                "plain": throughput(lambda m=model: Caller(port, m.name, m, None), 8, tput_s),
-                "sealed": throughput(
-                    lambda m=model, s=sealed_name: Caller(port, s, m, (keys[s], user)), 8, tput_s
+            series: dict[str, list[float]] = {kind: [] for kind in callers}
+            for _ in range(rounds):  # interleaved rounds: noise hits every arm alike
+                for kind, caller in callers.items():
+                    series[kind] += latencies(caller, n // rounds)
+            makers = {
+                "plain": lambda m=model: Caller(port, m.name, m, None),
+                "sealed": lambda m=model, s=sealed_name, c=creds: Caller(port, s, m, c),
+                "session": lambda m=model, s=sealed_name, c=creds: Caller(
+                    port, s, m, c, session=True
                 ),
             }
+            tput = {kind: throughput(make, 8, tput_s) for kind, make in makers.items()}
             batch = batch_sizes(port)
             points[model.name] = {
                 kind: {
@@ -240,18 +267,24 @@ def run(  # noqa: PLR0917 - one benchmark run's settings, passed once from main
             }
             for kind, name in (("plain", model.name), ("sealed", sealed_name)):
                 points[model.name][kind]["mean_batch_size"] = batch.get(name)
+            points[model.name]["session"]["mean_batch_size"] = None  # shares sealed's function
         after = ks.stats()
     client.close()
     crypto = crypto_costs(models["mlp"], keys["mlp-sealed"], user)
     figures = {}
     for name, point in points.items():
+        plain = point["plain"]
         figures[name] = {
-            "p50_ratio_sealed_over_plain": point["sealed"]["p50_ms"] / point["plain"]["p50_ms"],
-            "p50_added_ms": point["sealed"]["p50_ms"] - point["plain"]["p50_ms"],
-            "p99_ratio": point["sealed"]["p99_ms"] / point["plain"]["p99_ms"],
-            "throughput_ratio": point["sealed"]["throughput_8_clients"]
-            / point["plain"]["throughput_8_clients"],
-        }
+            f"{kind}_{figure}": value
+            for kind in ("sealed", "session")
+            for figure, value in (
+                ("p50_ratio_over_plain", point[kind]["p50_ms"] / plain["p50_ms"]),
+                ("p50_added_ms", point[kind]["p50_ms"] - plain["p50_ms"]),
+                ("p99_ratio", point[kind]["p99_ms"] / plain["p99_ms"]),
+                ("throughput_ratio", point[kind]["throughput_8_clients"]
+                 / plain["throughput_8_clients"]),
+            )
+        }  # fmt: skip
     figures["attest_plus_key_release_ms"] = {
         n: c["attest_release_s"] * 1e3 for n, c in cold.items() if "attest_release_s" in c
     }
@@ -305,18 +338,20 @@ def plot(report: dict[str, Any]) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     names = list(report["points"])
-    for i, kind in enumerate(("plain", "sealed")):
+    labels = {"plain": "plain", "sealed": "sealed, HPKE per request", "session": "sealed session"}
+    for i, kind in enumerate(labels):
         axes[0].bar(
-            [j + i * 0.4 for j in range(len(names))],
+            [j + i * 0.27 for j in range(len(names))],
             [report["points"][n][kind]["p50_ms"] for n in names],
-            0.4,
-            label=kind,
+            0.27,
+            label=labels[kind],
         )
-        axes[1].bar([j + i * 0.4 for j in range(len(names))],
-                    [report["points"][n][kind]["throughput_8_clients"] for n in names], 0.4,
-                    label=kind)  # fmt: skip
+        axes[1].bar([j + i * 0.27 for j in range(len(names))],
+                    [report["points"][n][kind]["throughput_8_clients"] for n in names], 0.27,
+                    label=labels[kind])  # fmt: skip
+    axes[0].set_yscale("log")
     for ax, title in ((axes[0], "warm p50 at 1 client (ms)"), (axes[1], "req/s at 8 clients")):
-        ax.set_xticks([j + 0.2 for j in range(len(names))], names)
+        ax.set_xticks([j + 0.27 for j in range(len(names))], names)
         ax.set_title(title)
         ax.legend()
     sealed = next(n for n in report["cold_start"] if n.endswith("-sealed"))

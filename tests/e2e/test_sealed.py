@@ -134,6 +134,18 @@ def test_granted_user_gets_the_right_answer(
     np.testing.assert_allclose(out["output"], reference(models.mlp, {"input": x})["output"])
 
 
+@pytest.mark.parametrize("session", [True, False], ids=["session", "hpke-per-request"])
+def test_both_request_kinds_get_the_right_answer(
+    world: World, models: Models, reference: Callable[..., dict[str, np.ndarray]], session: bool
+) -> None:
+    x = _x(2)
+    for _ in range(3):
+        out = world.server.client.infer_sealed(
+            MODEL, {"input": x}, key=world.key, signer=world.alice, session=session
+        )
+        np.testing.assert_allclose(out["output"], reference(models.mlp, {"input": x})["output"])
+
+
 def test_sealed_session_verifies_and_infers(world: World) -> None:
     import sealfn
 

@@ -26,6 +26,8 @@ from sealfn.signature import datatype_of
 
 if TYPE_CHECKING:
     from sealfn.attestation import Policy
+    from sealfn.envelope import ReplyKey
+    from sealfn.envelope.session import ClientSession
     from sealfn.keyservice.keys import DeploymentKey
     from sealfn.sealed_request import Signer
 
@@ -55,6 +57,7 @@ class Client:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         self._admin_token = admintoken.find(admin_token)
+        self._sessions: dict[tuple[str, bytes, int], tuple[Signer, ClientSession]] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -73,38 +76,79 @@ class Client:
         return {t.name: t.data for t in response.outputs}
 
     def infer_sealed(
-        self, name: str, inputs: Mapping[str, np.ndarray], *, key: DeploymentKey, signer: Signer
+        self,
+        name: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        key: DeploymentKey,
+        signer: Signer,
+        session: bool = True,
     ) -> dict[str, np.ndarray]:
         """Seal (HPKE to the deployment ``key``, signed by ``signer``), send, open the reply.
 
         Get ``key`` with ``KeyServiceClient.deployment_key(name, policy=...)`` so the KeyService
-        attests it; the platform in between sees only ciphertext.
+        attests it; the platform in between sees only ciphertext. With ``session`` (the default)
+        the HPKE exchange and the signature happen once per (model, key, signer) every few
+        minutes and each request is one AES-GCM seal (``envelope.session``); without it, every
+        request is a full HPKE request of its own.
         """
-        from sealfn.sealed_request import CONTENT_TYPE, open_inference_reply, seal_inference
+        from sealfn.sealed_request import open_inference_reply
 
         body, headers = oip.encode_request(_tensors(inputs), binary=True, binary_output=True)
         length = headers.get("Inference-Header-Content-Length")
-        sealed, reply_key = seal_inference(
-            body,
-            header_length=int(length) if length else None,
-            public_key=key.public_key,
-            model_id=name,
-            signer=signer,
-            suite=key.suite,
-        )
-        reply = self._call(
-            "POST",
-            f"/v2/models/{name}/infer",
-            content=sealed,
-            headers={"content-type": CONTENT_TYPE},
-            sealed_ok=True,
-        )
+        header_length = int(length) if length else None
+        try:
+            sealed, reply_key = self._seal(name, body, header_length, key, signer, session)
+            reply = self._send_sealed(name, sealed)
+        except EnvelopeError:
+            if not session:
+                raise
+            self._sessions.pop((name, key.public_key, id(signer)), None)  # start afresh, once
+            sealed, reply_key = self._seal(name, body, header_length, key, signer, session)
+            reply = self._send_sealed(name, sealed)
         opened = open_inference_reply(reply_key, reply.content)
         if opened.status >= 400:
             message = json.loads(opened.body).get("error", "refused")
             raise _ERRORS.get(opened.status, SealfnError)(message)
         response = oip.decode_response(opened.body, opened.header_length)
         return {t.name: t.data for t in response.outputs}
+
+    def _seal(  # noqa: PLR0917 - infer_sealed's arguments, passed on once
+        self,
+        name: str,
+        body: bytes,
+        header_length: int | None,
+        key: DeploymentKey,
+        signer: Signer,
+        session: bool,
+    ) -> tuple[bytes, ReplyKey]:
+        from sealfn.sealed_request import seal_in_session, seal_inference, start_session
+
+        if not session:
+            return seal_inference(
+                body, header_length=header_length, public_key=key.public_key, model_id=name,
+                signer=signer, suite=key.suite,
+            )  # fmt: skip
+        # By the signer object, not its name: a session speaks for whoever signed its ticket.
+        slot = (name, key.public_key, id(signer))
+        owner, current = self._sessions.get(slot, (None, None))
+        if owner is not signer or current is None or not current.fresh():
+            current = start_session(
+                public_key=key.public_key, model_id=name, signer=signer, suite=key.suite
+            )
+            self._sessions[slot] = (signer, current)
+        return seal_in_session(current, body, header_length=header_length)
+
+    def _send_sealed(self, name: str, sealed: bytes) -> httpx.Response:
+        from sealfn.sealed_request import CONTENT_TYPE
+
+        return self._call(
+            "POST",
+            f"/v2/models/{name}/infer",
+            content=sealed,
+            headers={"content-type": CONTENT_TYPE},
+            sealed_ok=True,
+        )
 
     def sealed(self, keyservice: str, signer: Signer, policy: Policy) -> SealedSession:
         """A session for sealed calls: it verifies the KeyService's attestation of each model's

@@ -16,6 +16,16 @@ A sealed request, version 1 (integers big-endian; sizes in bytes)::
     Nenc  enc, the HPKE encapsulated key (32 for suite 1, 1120 for suite 2)
     rest  HPKE ciphertext, at least the 16-byte AEAD tag
 
+A session request, version 2: the same clear header (with version = 2; the suite is its
+ticket's), then::
+
+    4     t = len(ticket), 1..16384
+    t     ticket: a complete version-1 sealed request whose plaintext begins with the session's
+          32-byte secret (see ``session.py``)
+    12    iv, random
+    rest  AES-256-GCM ciphertext under the session's request key, aad = header ‖ SHA-256(ticket),
+          then the 16-byte tag
+
 A sealed reply, version 1::
 
     size  field
@@ -40,6 +50,9 @@ from sealfn.envelope._failure import check_type, reject
 REQUEST_MAGIC = b"\x89SFQ"
 REPLY_MAGIC = b"\x89SFP"
 VERSION = 1
+SESSION_VERSION = 2
+MAX_TICKET_BYTES = 16384
+IV_BYTES = 12
 MAX_ID_BYTES = 256  # UTF-8 bytes of a model id or a user id
 NONCE_BYTES = 16
 RESPONSE_NONCE_BYTES = 32
@@ -50,6 +63,7 @@ _FIXED = struct.Struct(">4sBB")  # magic, version, suite
 _ID_LENGTH = struct.Struct(">H")
 _TAIL = struct.Struct(">Q16s")  # timestamp_ms, nonce
 _REPLY = struct.Struct(">4sB32s")  # magic, version, response_nonce
+_TICKET_LENGTH = struct.Struct(">I")
 
 
 class Suite(enum.IntEnum):
@@ -118,10 +132,51 @@ class SealedRequest:
         check_type("sealed", data, bytes)
         view = memoryview(data)
         header, end = _decode_header(view)
+        if header.version != VERSION:
+            raise reject("not a version-1 request")
         body = view[end:]
         if len(body) < ENC_BYTES[header.suite] + TAG_BYTES:
             raise reject("request shorter than enc and tag")
         return cls(header, data[:end], body)
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """A decoded session request: header, its bytes, the ticket, the iv and the ciphertext."""
+
+    header: RequestHeader
+    header_bytes: bytes
+    ticket: bytes
+    iv: bytes
+    ciphertext: memoryview  # not copied out of the input
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionRequest:
+        check_type("sealed", data, bytes)
+        view = memoryview(data)
+        header, at = _decode_header(view)
+        if header.version != SESSION_VERSION:
+            raise reject("not a session request")
+        if len(view) < at + _TICKET_LENGTH.size:
+            raise reject("session request truncated in ticket length")
+        (size,) = _TICKET_LENGTH.unpack_from(view, at)
+        at += _TICKET_LENGTH.size
+        if not 1 <= size <= MAX_TICKET_BYTES or len(view) < at + size + IV_BYTES + TAG_BYTES:
+            raise reject("session request truncated in ticket, iv or tag")
+        ticket, iv = data[at : at + size], data[at + size : at + size + IV_BYTES]
+        return cls(
+            header, data[: at - _TICKET_LENGTH.size], ticket, iv, view[at + size + IV_BYTES :]
+        )
+
+    @staticmethod
+    def pack(header: bytes, ticket: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+        return b"".join((header, _TICKET_LENGTH.pack(len(ticket)), ticket, iv, ciphertext))
+
+
+def decode_header(data: bytes) -> RequestHeader:
+    """The clear header of a sealed or session request (for routing); checks framing only."""
+    check_type("sealed", data, bytes)
+    return _decode_header(memoryview(data))[0]
 
 
 @dataclass(frozen=True)
@@ -154,7 +209,7 @@ def _decode_header(view: memoryview) -> tuple[RequestHeader, int]:
     magic, version, suite = _FIXED.unpack_from(view)
     if magic != REQUEST_MAGIC:
         raise reject("not a sealed request")
-    if version != VERSION:
+    if version not in (VERSION, SESSION_VERSION):
         raise reject("unsupported request version")
     if suite not in ENC_BYTES:
         raise reject("unknown suite")

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 from sealfn.envelope import _hpke
 from sealfn.envelope._failure import check_type, reject
-from sealfn.envelope.format import NONCE_BYTES, VERSION, RequestHeader, SealedRequest, Suite
+from sealfn.envelope.format import (
+    NONCE_BYTES,
+    VERSION,
+    RequestHeader,
+    SealedRequest,
+    Suite,
+    decode_header,
+)
 from sealfn.envelope.keys import KeyPair
 from sealfn.envelope.replay import ReplayGuard
 from sealfn.envelope.reply import DEFAULT_BUCKETS, ReplyKey, seal_reply
@@ -49,8 +56,9 @@ def seal_request(
 
 
 def peek_header(sealed: bytes) -> RequestHeader:
-    """The clear header, for routing by model id; checks framing only, opens nothing."""
-    return SealedRequest.from_bytes(sealed).header
+    """The clear header (of a request or a session request), for routing by model id; checks
+    framing only, opens nothing."""
+    return decode_header(sealed)
 
 
 def open_request(
@@ -77,21 +85,21 @@ def open_request(
         raise ValueError(f"max_skew_s must be in [0, replay.window_s], got {max_skew_s}")
     now_s = _seconds(now)
     request = SealedRequest.from_bytes(sealed)
-    _check_addressed(request.header, keypair.suite, expected_model_id)
-    _check_fresh(request.header, now_s, max_skew_s)
+    check_addressed(request.header, keypair.suite, expected_model_id)
+    check_fresh(request.header, now_s, max_skew_s)
     opened = _hpke.open_(keypair.suite, keypair._loaded, request.header_bytes, request.kem_output)
     replay.check(request.header, now_s)  # after open: only authentic requests enter the guard
     return OpenedRequest(request.header, opened.plaintext, ReplyKey(opened.secret, opened.enc))
 
 
-def _check_addressed(header: RequestHeader, suite: Suite, expected_model_id: str | None) -> None:
+def check_addressed(header: RequestHeader, suite: Suite, expected_model_id: str | None) -> None:
     if header.suite is not suite:
         raise reject("request suite differs from the key pair's")
     if expected_model_id is not None and header.model_id != expected_model_id:
         raise reject("request is for another model")
 
 
-def _check_fresh(header: RequestHeader, now: float, max_skew_s: float) -> None:
+def check_fresh(header: RequestHeader, now: float, max_skew_s: float) -> None:
     if abs(now * 1000 - header.timestamp_ms) > max_skew_s * 1000:
         raise reject("timestamp outside the allowed skew")
 

@@ -23,7 +23,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sealfn import oip
-from sealfn.envelope import ReplayGuard
+from sealfn.envelope import KeyPair, ReplayGuard
+from sealfn.envelope.session import SessionCache
 from sealfn.errors import AccessDenied, EnvelopeError, InvalidInput, ModelError, SealfnError
 from sealfn.instance.models import ModelHost
 from sealfn.keyservice.client import KeyServiceClient
@@ -71,6 +72,8 @@ class _Model:
     lease: KeyLease
     replay: ReplayGuard = field(default_factory=ReplayGuard)
     verifiers: dict[bytes, Ed25519PublicKey] = field(default_factory=dict)
+    # The deployment key pair, parsed once (not per request), and the sessions opened with it.
+    deployment: tuple[KeyPair, SessionCache] | None = None
 
 
 class SealedModels:
@@ -150,12 +153,14 @@ class SealedModels:
         self, model: _Model, body: bytes
     ) -> Answer | tuple[SealedInference, oip.InferRequest]:
         try:
+            keypair, sessions = _deployment(model)
             request = open_inference(
                 body,
-                _keys(model).keypair(),
+                keypair,
                 model_id=model.name,
                 user_key=lambda user: self._verifier(model, user),
                 replay=model.replay,
+                sessions=sessions,
             )
         except EnvelopeError as exc:
             return Answer(400, message=exc.message)
@@ -227,6 +232,15 @@ def _keys(model: _Model) -> ModelKeys:
     if keys is None:  # the lease ran out without a renewal: fail closed
         raise AccessDenied("access denied")
     return keys
+
+
+def _deployment(model: _Model) -> tuple[KeyPair, SessionCache]:
+    """The lease's deployment key pair and its sessions; a new key pair drops the old sessions."""
+    keys = _keys(model)
+    current = model.deployment
+    if current is None or current[0].private_key != keys.private_key:
+        current = model.deployment = (keys.keypair(), SessionCache())
+    return current
 
 
 def _error(request: SealedInference, status: int, message: str) -> Answer:
