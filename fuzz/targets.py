@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sealfn import oip
 from sealfn.envelope import ReplayGuard, generate_keypair, open_request, peek_header, seal_request
+from sealfn.envelope.session import SessionCache, start_session
 from sealfn.errors import EnvelopeError, InvalidInput, SealfnError
 from sealfn.keyservice import wire
 from sealfn.sealed_model import generate_model_key, open_model, read_header, seal_model
@@ -46,6 +47,21 @@ def _envelope(data: bytes) -> object:
     return open_request(
         data, _KEYPAIR, expected_model_id=None, replay=ReplayGuard(), now=NOW, max_skew_s=30.0
     )
+
+
+_SESSIONS = SessionCache()
+
+
+def _session(data: bytes) -> object:
+    return _SESSIONS.open(
+        data, _KEYPAIR, expected_model_id=None, replay=ReplayGuard(), now=NOW,
+        accept_ticket=lambda header, plaintext: None,
+    )  # fmt: skip
+
+
+def _session_seeds() -> tuple[bytes, ...]:
+    session = start_session(b"t", _KEYPAIR.public_key, model_id="m", user_id="u", now=NOW)
+    return (session.seal(b"{}", now=NOW)[0],)
 
 
 def _sealed_model(data: bytes) -> object:
@@ -82,6 +98,7 @@ TARGETS = {
     for t in (
         Target("oip", _oip, (InvalidInput,), _oip_seeds()),
         Target("envelope", _envelope, (EnvelopeError,), _envelope_seeds()),
+        Target("session", _session, (EnvelopeError,), _session_seeds()),
         Target(
             "sealed_model",
             _sealed_model,
