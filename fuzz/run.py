@@ -28,15 +28,23 @@ def main() -> int:
     args = _args(sorted(TARGETS))
     results = [_run(name, TARGETS[name].seeds, args) for name in args.targets.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"seconds_per_target": args.seconds, "python": sys.version.split()[0], "targets": results}
-    (RESULTS / "fuzz.json").write_text(json.dumps(doc, indent=2) + "\n")
-    _plot(results, RESULTS / "fuzz.png")
+    path = RESULTS / "fuzz.json"
+    earlier = json.loads(path.read_text())["targets"] if path.exists() else []
+    ran = {r["target"] for r in results}  # a partial run keeps the other targets' latest figures
+    merged = sorted([r for r in earlier if r["target"] not in ran] + results, key=_name)
+    doc = {"python": sys.version.split()[0], "targets": merged}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    _plot(merged, RESULTS / "fuzz.png")
     for r in results:
         print(
             f"{r['target']:16} {r['status']:6} {r['runs']:>9} runs  {r['runs_per_s']:>8.0f}/s  "
             f"cov {r['coverage']}  {r.get('artifact') or ''}"
         )
     return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+def _name(result: dict[str, object]) -> str:
+    return str(result["target"])
 
 
 def _args(names: list[str]) -> argparse.Namespace:
