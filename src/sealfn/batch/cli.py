@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +35,50 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--checkpoints", type=Path, default=None, help="keep (and resume from) here")
     run.add_argument("--memory-mb", type=int, default=1024, help="billed size of an instance")
     run.add_argument("--no-progress", action="store_true")
+    sealed = run.add_argument_group(
+        "sealed jobs (MODEL sealed, DATA from batch.sealed.seal_dataset)"
+    )
+    sealed.add_argument("--sealed", action="store_true", help="instances are enclaves")
+    sealed.add_argument("--keyservice", default=None, help="URL of the KeyService")
+    sealed.add_argument("--tee", default="auto", help="TEE backend of the instances (auto)")
+    sealed.add_argument("--tee-platform-dir", default=None, help="the simulated TEE's platform")
     run.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from sealfn.batch.dataset import Dataset
-    from sealfn.batch.fleet import WorkerSpec
     from sealfn.batch.job import JobConfig, run_job
+    from sealfn.batch.messages import WorkerSpec
     from sealfn.batch.report import summary, timeline_png
 
     if not args.model.is_file():
         raise ConfigError(f"model {str(args.model)!r} is not a file")
-    records = Dataset.open(args.data).records
     checkpoints = args.checkpoints or Path(tempfile.mkdtemp(prefix="sealfn-batch-"))
     spec = WorkerSpec(args.model, args.data, checkpoints, args.threads, args.batch_size)
-    config = JobConfig(args.instances, args.partition_records, progress=not args.no_progress)
-    fleet = _fleet(args.engine, spec)
-    result = run_job(fleet, records, config)
-    outputs: dict[str, Any] = dict(result.outputs)
+    config = JobConfig(
+        args.instances, args.partition_records, progress=not args.no_progress, sealed=args.sealed
+    )
+    partitions = None
+    if args.sealed:
+        if not args.keyservice:
+            raise ConfigError("a sealed job needs --keyservice URL")
+        from sealfn.batch.sealed import MANIFEST, SealedManifest
+
+        manifest = SealedManifest.from_bytes((args.data / MANIFEST).read_bytes())
+        partitions = manifest.partitions()
+        records = sum(manifest.records)
+        spec = replace(
+            spec, keyservice=args.keyservice, model_id=manifest.model_id, tee=args.tee,
+            tee_platform_dir=args.tee_platform_dir,
+        )  # fmt: skip
+    else:
+        records = Dataset.open(args.data).records
+    result = run_job(_fleet(args.engine, spec), records, config, partitions=partitions)
+    # Sealed: the results stay sealed to the user (batch.sealed.open_results opens them).
+    outputs: dict[str, Any] = dict(result.outputs) or {
+        f"part-{index:08d}": np.frombuffer(blob, dtype=np.uint8)
+        for index, blob in result.blobs.items()
+    }
     np.savez(args.output, **outputs)
     report = summary(result, args.memory_mb) | {"engine": args.engine, "output": str(args.output)}
     if args.report_dir is not None:

@@ -15,23 +15,10 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-from sealfn.batch.messages import Event, EventKind, Order
+from sealfn.batch.messages import Event, EventKind, Order, WorkerSpec
 from sealfn.errors import ProtocolError, Unavailable
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What every instance of a job is started with."""
-
-    model: Path
-    data: Path
-    checkpoints: Path
-    threads: int = 1  # onnxruntime intra-op threads per instance
-    batch_size: int = 256  # records per onnxruntime run
 
 
 class Fleet(Protocol):
@@ -62,17 +49,12 @@ class LocalFleet:
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, instance: str) -> None:
-        spec = self.spec
         command = [
             sys.executable,
             "-m",
             "sealfn.batch.worker",
             f"--instance={instance}",
-            f"--model={spec.model}",
-            f"--data={spec.data}",
-            f"--checkpoints={spec.checkpoints}",
-            f"--threads={spec.threads}",
-            f"--batch-size={spec.batch_size}",
+            f"--spec={self.spec.to_json()}",
         ]
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self._processes[instance] = process

@@ -41,6 +41,7 @@ class JobConfig:
     partition_records: int = 512
     max_rounds: int = 0  # 0: instances + 3
     progress: bool = True
+    sealed: bool = False  # results are sealed to the user: the root keeps them as they came
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -63,7 +64,8 @@ class InstanceLog:
 
 @dataclass
 class JobResult:
-    outputs: dict[str, Array]  # output name -> (records, ...), in record order
+    outputs: dict[str, Array]  # output name -> (records, ...), in record order ({} if sealed)
+    blobs: dict[int, bytes]  # partition -> its result bytes as delivered (sealed: ciphertext)
     partitions: int
     records: int
     rounds: int
@@ -85,10 +87,17 @@ class JobResult:
 
 
 def run_job(
-    fleet: Fleet, records: int, config: JobConfig, observer: Observer | None = None
+    fleet: Fleet,
+    records: int,
+    config: JobConfig,
+    observer: Observer | None = None,
+    *,
+    partitions: list[Partition] | None = None,
 ) -> JobResult:
-    """Run the whole job on ``fleet`` over a dataset of ``records`` records."""
-    return _Root(fleet, config, observer).run(split(records, config.partition_records), records)
+    """Run the whole job on ``fleet`` over a dataset of ``records`` records, cut into partitions
+    of ``config.partition_records`` (or into ``partitions``: a sealed dataset's own)."""
+    plan = split(records, config.partition_records) if partitions is None else partitions
+    return _Root(fleet, config, observer).run(plan, records)
 
 
 class _Root:
@@ -98,7 +107,7 @@ class _Root:
         self._observer = observer
         self._logs: dict[str, InstanceLog] = {}
         self._live: list[str] = []
-        self._delivered: dict[int, PartitionResult] = {}
+        self._delivered: dict[int, bytes] = {}  # partition -> its result, as the instance sent it
         self._job = uuid.uuid4().hex[:12]
         self._bar: tqdm[Any] | None = None
         self._rounds = 0  # rounds run so far
@@ -124,6 +133,7 @@ class _Root:
                 self._stop_all()
         return JobResult(
             self._assemble(partitions),
+            dict(sorted(self._delivered.items())),
             len(partitions),
             records,
             self._rounds,
@@ -201,7 +211,7 @@ class _Root:
             for index, (data,) in Bundle.from_bytes(raw).parts:
                 if index in self._delivered:
                     raise ProtocolError(f"partition {index} was delivered twice")
-                self._delivered[index] = PartitionResult.from_bytes(data)
+                self._delivered[index] = bytes(data)
 
     def _next_event(self, timeout: float) -> Event | None:
         """The next event from the fleet, bookkept; None if none came within ``timeout``."""
@@ -239,8 +249,10 @@ class _Root:
             log.stopped = log.stopped or now
 
     def _assemble(self, partitions: list[Partition]) -> dict[str, Array]:
-        if not partitions:
+        """Plain jobs: every output's records in order. Sealed jobs: nothing (only the user can
+        open the results; ``JobResult.blobs`` holds them)."""
+        if not partitions or self._config.sealed:
             return {}
-        ordered = [self._delivered[p.index] for p in partitions]
+        ordered = [PartitionResult.from_bytes(self._delivered[p.index]) for p in partitions]
         names = [name for name, _ in ordered[0].outputs]
         return {name: np.concatenate([dict(r.outputs)[name] for r in ordered]) for name in names}

@@ -8,13 +8,43 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sealfn.batch.partitions import Partition
 from sealfn.errors import ProtocolError
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every instance of a job is started with (given to each instance as JSON)."""
+
+    model: Path  # an ONNX model; sealed jobs: the sealed model
+    data: Path  # records (.npy/.npz or a folder of shards); sealed jobs: the sealed dataset
+    checkpoints: Path
+    threads: int = 1  # onnxruntime intra-op threads per instance
+    batch_size: int = 256  # records per onnxruntime run
+    keyservice: str | None = None  # set: a sealed job, whose keys this KeyService releases
+    model_id: str = ""  # sealed jobs: the model's id at the KeyService
+    tee: str = "simulated"  # sealed jobs: the TEE backend instances run in
+    tee_platform_dir: str | None = None  # the simulated TEE's platform
+
+    def to_json(self) -> str:
+        raw = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        return json.dumps({"v": VERSION, **raw})
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        raw = _load(text.encode())
+        raw.pop("v")
+        try:
+            model, data, checkpoints = (Path(raw.pop(k)) for k in ("model", "data", "checkpoints"))
+            return cls(model, data, checkpoints, **raw)
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError("malformed worker spec") from exc
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sealfn.batch.fleet import WorkerSpec
-from sealfn.batch.messages import Event, EventKind, Order
+from sealfn.batch.messages import Event, EventKind, Order, WorkerSpec
 from sealfn.errors import ConfigError, Unavailable
 from sealfn.ipc.arena import Arena
 from sealfn.ipc.channel import Channel
@@ -147,14 +146,7 @@ class _BatchActor:
     def __init__(self, instance: str, spec: WorkerSpec) -> None:
         from sealfn.batch.worker import PartitionWorker
 
-        self._worker = PartitionWorker(
-            instance,
-            spec.model,
-            spec.data,
-            spec.checkpoints,
-            threads=spec.threads,
-            batch_size=spec.batch_size,
-        )
+        self._worker = PartitionWorker.from_spec(instance, spec)
         self._events: list[bytes] = []
         self._lock = threading.Lock()
 
