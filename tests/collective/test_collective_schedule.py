@@ -72,3 +72,15 @@ def test_ring_chunks(total: int, parts: int, bounds: list[tuple[int, int]]) -> N
 @pytest.mark.parametrize(("rank", "root", "size"), [(0, 0, 1), (2, 3, 5), (4, 1, 5)])
 def test_virtual_ranks_round_trip(rank: int, root: int, size: int) -> None:
     assert schedule.real(schedule.virtual(rank, root, size), root, size) == rank
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 64, 65, 100])
+def test_fanout_tree_covers_every_rank_once(size: int) -> None:
+    """Flat up to FLAT_MAX_RANKS, binomial beyond; either way a tree over all ranks."""
+    covered = [0]
+    for child in schedule.fanout_children(0, size):
+        covered += range(child, child + schedule.fanout_span(child, size))
+        assert schedule.fanout_parent(child, size) == 0
+    assert sorted(covered) == list(range(size))
+    flat = size <= schedule.FLAT_MAX_RANKS
+    assert (len(schedule.fanout_children(0, size)) == size - 1) == (flat or size <= 2)

@@ -117,3 +117,26 @@ def test_mismatched_contributions_are_refused(channel_factory: ChannelFactory) -
     results = run_group(channel_factory, 2, body)
     assert isinstance(results[0], InvalidInput)
     assert "different array" in results[0].message
+
+
+@pytest.mark.parametrize("size", [3, 6, 8])
+def test_gather_and_scatter_through_binomial_trees(
+    channel_factory: ChannelFactory, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups past FLAT_MAX_RANKS gather and scatter through binomial trees: shrink the limit."""
+    from sealfn.collective import schedule
+
+    monkeypatch.setattr(schedule, "FLAT_MAX_RANKS", 1)
+    root = 1
+
+    def body(comm: Communicator) -> object:
+        values = [contribution(r) for r in range(comm.size)] if comm.rank == root else None
+        return comm.scatter(values, root), comm.gather(contribution(comm.rank), root)
+
+    for rank, (part, gathered) in enumerate(run_group(channel_factory, size, body)):
+        np.testing.assert_array_equal(part, contribution(rank))
+        if rank == root:
+            for r, value in enumerate(gathered):
+                np.testing.assert_array_equal(value, contribution(r))
+        else:
+            assert gathered is None

@@ -81,11 +81,13 @@ class Communicator:
         parts: list[tuple[int, tuple[Buffer, ...]]] = []
         if vrank != 0:
             parts.append((self.rank, encode_parts(value)))
-        for child in schedule.binomial_children(vrank, self.size):
+        for child in schedule.fanout_children(vrank, self.size):
             src = schedule.real(child, root, self.size)
             parts.extend(Bundle.from_bytes(self.channel.recv(src)).parts)
-        if vrank != 0:
-            self.channel.send(self._parent(vrank, root), *Bundle(tuple(parts)).to_parts())
+        parent = schedule.fanout_parent(vrank, self.size)
+        if parent is not None:
+            dst = schedule.real(parent, root, self.size)
+            self.channel.send(dst, *Bundle(tuple(parts)).to_parts())
             return None
         by_rank = {rank: decode(_joined(pieces)) for rank, pieces in parts}
         by_rank[self.rank] = value  # the root's own value never left it
@@ -96,19 +98,20 @@ class Communicator:
     def scatter(self, values: Sequence[Value] | None, root: int = 0) -> Value:
         """``values[r]`` from ``root`` to rank ``r`` (others pass None)."""
         vrank = self._virtual(root)
-        if vrank == 0:
+        parent = schedule.fanout_parent(vrank, self.size)
+        if parent is None:
             if values is None or len(values) != self.size:
                 raise TypeError(f"the root of a scatter must pass {self.size} values")
             parts: dict[int, tuple[Buffer, ...]] = {
                 r: encode_parts(v) for r, v in enumerate(values)
             }
         else:
-            received = self.channel.recv(self._parent(vrank, root))
+            received = self.channel.recv(schedule.real(parent, root, self.size))
             parts = dict(Bundle.from_bytes(received).parts)
-        for child in reversed(schedule.binomial_children(vrank, self.size)):
+        for child in reversed(schedule.fanout_children(vrank, self.size)):
             members = [
                 schedule.real(v, root, self.size)
-                for v in range(child, child + schedule.span(child, self.size))
+                for v in range(child, child + schedule.fanout_span(child, self.size))
             ]
             bundle = Bundle(tuple((r, parts[r]) for r in members))
             self.channel.send(schedule.real(child, root, self.size), *bundle.to_parts())

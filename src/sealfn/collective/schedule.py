@@ -39,6 +39,31 @@ def span(vrank: int, size: int) -> int:
     return min(limit, size - vrank)
 
 
+FLAT_MAX_RANKS = 64  # gather/scatter go straight to/from the root in groups up to this size
+
+
+def fanout_children(vrank: int, size: int) -> list[int]:
+    """Children in the tree that gather and scatter use: flat (everyone talks to the root) up to
+    ``FLAT_MAX_RANKS``, where the root's ingress is the bound either way and a binomial tree
+    would only forward the same bytes through intermediate ranks; binomial beyond, where the
+    root's per-message cost dominates."""
+    if size > FLAT_MAX_RANKS:
+        return binomial_children(vrank, size)
+    return list(range(1, size)) if vrank == 0 else []
+
+
+def fanout_parent(vrank: int, size: int) -> int | None:
+    if size > FLAT_MAX_RANKS:
+        return binomial_parent(vrank)
+    return None if vrank == 0 else 0
+
+
+def fanout_span(vrank: int, size: int) -> int:
+    if size > FLAT_MAX_RANKS:
+        return span(vrank, size)
+    return size if vrank == 0 else 1
+
+
 def doubling_fold(rank: int, size: int) -> tuple[int | None, int | None]:
     """Recursive doubling on a non-power-of-two group: fold the extra ranks in first.
 
