@@ -1,0 +1,354 @@
+"""Where a layer's products run: in the coordinator, or on workers (plain, obfuscated, exact).
+
+Every engine offers ``forward(x, w) -> (y, handle)`` and ``backward(handle, dy) -> (dx, dw)``;
+:func:`product` wraps that in an autograd function, so the trusted coordinator's PyTorch does
+everything else (non-linear layers, batch-norm statistics, loss, optimizer) unchanged.
+
+* :class:`LocalEngine`: the product in the coordinator itself (the TEE-only baseline).
+* :class:`PlainEngine`: operands sent in the clear, results trusted (the insecure baseline).
+* :class:`ObfuscatedEngine`: Tempo's permutation-scaling with a fresh key per product, backward key
+  shift (one new encryption per layer backward), Freivalds checks on every result.
+* :class:`ExactEngine`: fixed point in Z_P with one-time masks split over four worker roles,
+  exact Freivalds checks mod P.
+
+A result that fails verification is recomputed, with fresh keys, on the next worker; every such
+incident is recorded, and when every worker fails the step is aborted with ``IntegrityError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import torch
+
+from sealfn.errors import IntegrityError
+from sealfn.training import fieldmask, freivalds
+from sealfn.training import obfuscation as ob
+from sealfn.training.keys import MatmulKey, csprng
+from sealfn.training.pool import WorkerHandle, WorkerPool
+from sealfn.training.wire import Product, WorkRequest, content_id
+
+T = TypeVar("T")
+ROLES = 4  # the exact mode's four masked products
+
+
+@dataclass
+class OpCounts:
+    """Crypto and offload operations so far (mutable tally, read by reports and benchmarks)."""
+
+    encryptions: int = 0  # operand tensors obfuscated or masked before leaving the TEE
+    decryptions: int = 0  # results decoded inside the TEE
+    products: int = 0  # products computed by workers
+    checks: int = 0  # Freivalds checks run
+    worker_seconds: float = 0.0  # compute time the workers report
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A worker result that failed verification."""
+
+    worker: int
+    phase: str  # "forward" / "backward"
+
+
+class Engine(Protocol):
+    counts: OpCounts
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]: ...
+
+    def backward(
+        self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]: ...
+
+
+class _Product(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, engine: Engine, keep: bool) -> Any:
+        y, handle = engine.forward(x.detach(), w.detach(), keep)
+        ctx.engine, ctx.handle = engine, handle
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> Any:
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx, dw = ctx.engine.backward(ctx.handle, dy.contiguous(), need_x, need_w)
+        ctx.handle = None
+        return dx, dw, None, None
+
+
+def product(x: torch.Tensor, w: torch.Tensor, engine: Engine) -> torch.Tensor:
+    """x (m, n) @ w (n, p) computed by ``engine``, differentiable."""
+    keep = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
+    return _Product.apply(x, w, engine, keep)  # type: ignore[no-untyped-call,no-any-return]
+
+
+@dataclass
+class LocalEngine:
+    """Every product inside the coordinator (no worker)."""
+
+    counts: OpCounts = field(default_factory=OpCounts)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+        return x @ w, (x, w)
+
+    def backward(
+        self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, w = handle
+        return (dy @ w.T if need_x else None), (x.T @ dy if need_w else None)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().cpu().numpy()
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a))
+
+
+class _Offloading:
+    """What the offloading engines share: the pool, round-robin placement, retries, counts."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
+        self.counts = OpCounts()
+        self.incidents: list[Incident] = []
+        self.rng = csprng()
+        self._next = 0
+
+    def _place(self) -> int:
+        index = self._next % len(self.pool)
+        self._next += 1
+        return index
+
+    def _run(self, worker: WorkerHandle, request: WorkRequest) -> list[torch.Tensor]:
+        reply = worker.run(request)
+        self.counts.products += len(request.products)
+        self.counts.worker_seconds += reply.seconds
+        return [_tensor(result) for result in reply.results]
+
+    def _retrying(self, job: Callable[[int], T], start: int, phase: str) -> T:
+        """``job(worker index)``, moving on to the next worker when a result fails verification."""
+        for attempt in range(len(self.pool)):
+            index = (start + attempt) % len(self.pool)
+            try:
+                return job(index)
+            except IntegrityError:
+                self.incidents.append(Incident(index, phase))
+        raise IntegrityError("every worker returned a product that fails verification")
+
+
+class PlainEngine(_Offloading):
+    """Operands in the clear, results unchecked: the insecure offloading baseline."""
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+        index = self._place()
+        xa, wa = _numpy(x), _numpy(w)
+        ids = content_id(xa), content_id(wa)
+        drop = () if keep else ids
+        request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), drop)
+        (y,) = self._run(self.pool[index], request)
+        return y, (index, ids)
+
+    def backward(
+        self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        index, (xid, wid) = handle
+        dya = _numpy(dy)
+        dyid = content_id(dya)
+        products = []
+        if need_x:
+            products.append(Product(dyid, wid, transpose_right=True))
+        if need_w:
+            products.append(Product(xid, dyid, transpose_left=True))
+        request = WorkRequest(((dyid, dya),), tuple(products), (xid, wid, dyid))
+        results = iter(self._run(self.pool[index], request))
+        return (next(results) if need_x else None), (next(results) if need_w else None)
+
+
+@dataclass
+class _Sent:
+    """A forward product's state kept in the TEE for its backward pass."""
+
+    worker: int
+    key: MatmulKey
+    xp: torch.Tensor  # X', as the worker holds it
+    wp: torch.Tensor  # W'
+    ids: tuple[str, str]
+    x: torch.Tensor  # plaintext operands, for a recomputation elsewhere
+    w: torch.Tensor
+
+
+class ObfuscatedEngine(_Offloading):
+    """Tempo MM-obfuscation: fresh keys per product, key-shift backward, Freivalds checks.
+
+    ``identity`` draws P = D = I keys: no obfuscation at all. It exists only so tests can prove
+    that their leak detectors do detect plaintext (a negative control); never use it otherwise.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        *,
+        key_shift: bool = True,
+        repetitions: int = freivalds.DEFAULT_REPETITIONS,
+        identity: bool = False,
+    ) -> None:
+        super().__init__(pool)
+        self.key_shift = key_shift
+        self.repetitions = repetitions
+        self.identity = identity
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+        def job(index: int) -> tuple[torch.Tensor, _Sent]:
+            return self._forward_on(index, x, w, keep)
+
+        return self._retrying(job, self._place(), "forward")
+
+    def backward(
+        self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        sent: _Sent = handle
+
+        def job(index: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            if self.key_shift and index == sent.worker:
+                return self._shifted_backward(sent, dy, need_x, need_w)
+            return self._fresh_backward(index, sent, dy, need_x, need_w)
+
+        try:
+            return self._retrying(job, sent.worker, "backward")
+        finally:
+            self.pool[sent.worker].submit(WorkRequest((), (), sent.ids))
+            self.pool[sent.worker].collect()
+
+    def _forward_on(
+        self, index: int, x: torch.Tensor, w: torch.Tensor, keep: bool
+    ) -> tuple[torch.Tensor, _Sent]:
+        key = MatmulKey.draw(x.shape[0], x.shape[1], w.shape[1], self.rng, identity=self.identity)
+        xp, wp = ob.encode_x(x, key), ob.encode_w(w, key)
+        self.counts.encryptions += 2
+        xa, wa = _numpy(xp), _numpy(wp)
+        ids = content_id(xa), content_id(wa)
+        request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), () if keep else ids)
+        (yp,) = self._run(self.pool[index], request)
+        self._check(xp, wp, yp)
+        self.counts.decryptions += 1
+        return ob.decode_y(yp, key), _Sent(index, key, xp, wp, ids, x, w)
+
+    def _shifted_backward(
+        self, sent: _Sent, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Encrypt dY once; dX' = dY' W'^T and dW' = X'^T dY' reuse the cached X', W'."""
+        dyp = ob.encode_dy(dy, sent.key)
+        self.counts.encryptions += 1
+        dya = _numpy(dyp)
+        dyid = content_id(dya)
+        xid, wid = sent.ids
+        products = []
+        if need_x:
+            products.append(Product(dyid, wid, transpose_right=True))
+        if need_w:
+            products.append(Product(xid, dyid, transpose_left=True))
+        request = WorkRequest(((dyid, dya),), tuple(products), (dyid,))
+        results = iter(self._run(self.pool[sent.worker], request))
+        dx = dw = None
+        if need_x:
+            dxp = next(results)
+            self._check(dyp, sent.wp.T, dxp)
+            dx = ob.decode_dx(dxp, sent.key)
+        if need_w:
+            dwp = next(results)
+            self._check(sent.xp.T, dyp, dwp)
+            dw = ob.decode_dw(dwp, sent.key)
+        self.counts.decryptions += int(need_x) + int(need_w)
+        return dx, dw
+
+    def _fresh_backward(
+        self, index: int, sent: _Sent, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Without key shift: dX = dY W^T and dW = X^T dY as two new products, new keys each."""
+        dx = self._forward_on(index, dy, sent.w.T, False)[0] if need_x else None
+        dw = self._forward_on(index, sent.x.T, dy, False)[0] if need_w else None
+        return dx, dw
+
+    def _check(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
+        self.counts.checks += 1
+        freivalds.check(a, b, c, self.rng, repetitions=self.repetitions)
+
+
+class ExactEngine(_Offloading):
+    """Fixed point in Z_P, one-time additive masks, four roles on (ideally) four workers."""
+
+    def __init__(
+        self, pool: WorkerPool, *, repetitions: int = freivalds.DEFAULT_REPETITIONS
+    ) -> None:
+        super().__init__(pool)
+        self.repetitions = repetitions
+
+    @property
+    def non_collusion_possible(self) -> bool:
+        """Whether each role has a worker of its own (the condition for hiding values)."""
+        return len(self.pool) >= ROLES
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+        return self._product(x, w, "forward"), (x, w)
+
+    def backward(
+        self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, w = handle
+        dx = self._product(dy, w.T, "backward") if need_x else None
+        dw = self._product(x.T, dy, "backward") if need_w else None
+        return dx, dw
+
+    def _product(self, x: torch.Tensor, w: torch.Tensor, phase: str) -> torch.Tensor:
+        bx, bw = fieldmask.bits_for(x.shape[1])
+        xq, wq = fieldmask.quantize(x, bx), fieldmask.quantize(w, bw)
+
+        def job(start: int) -> torch.Tensor:
+            masked = fieldmask.split(xq.values, wq.values, self.rng)
+            self.counts.encryptions += 2
+            parts = self._dispatch(masked, start)
+            self.counts.decryptions += 1
+            return fieldmask.combine(parts)
+
+        exact = self._retrying(job, self._place(), phase)
+        return (exact / (xq.factor * wq.factor)).to(x.dtype)
+
+    def _dispatch(self, masked: fieldmask.MaskedProduct, start: int) -> list[torch.Tensor]:
+        """Send role r's pair to worker start + r, then collect and check every part.
+
+        Roles that share a worker travel in one request, so each worker gets one request and
+        sends one reply: the coordinator never blocks writing to a worker that is blocked
+        writing its reply back.
+        """
+        plans: dict[int, list[int]] = {}
+        for role in range(len(masked.pairs)):
+            plans.setdefault((start + role) % len(self.pool), []).append(role)
+        for index, roles in plans.items():
+            store: list[tuple[str, np.ndarray]] = []
+            products: list[Product] = []
+            drop: list[str] = []
+            for role in roles:
+                la, ra = (_numpy(t) for t in masked.pairs[role])
+                ids = content_id(la), content_id(ra)
+                store += [(ids[0], la), (ids[1], ra)]
+                products.append(Product(*ids, modular=True))
+                drop += ids
+            self.pool[index].submit(WorkRequest(tuple(store), tuple(products), tuple(drop)))
+        parts: dict[int, torch.Tensor] = {}
+        for index, roles in plans.items():  # every reply, before any check can fail
+            reply = self.pool[index].collect()
+            self.counts.products += len(roles)
+            self.counts.worker_seconds += reply.seconds
+            parts.update(zip(roles, (_tensor(r) for r in reply.results), strict=True))
+        for role, (left, right) in enumerate(masked.pairs):
+            self.counts.checks += 1
+            freivalds.check_mod_p(left, right, parts[role], self.rng, repetitions=self.repetitions)
+        return [parts[role] for role in range(len(masked.pairs))]

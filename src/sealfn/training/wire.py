@@ -1,0 +1,140 @@
+"""What the coordinator and an accelerator worker say to each other, over one blocking socket.
+
+Frames are sealfn's IPC frames (:mod:`sealfn.ipc.frames`): HELLO (worker, once), RUN (a batch of
+operands to store and products to compute), RESULT, FAILURE, STOP. Tensors travel inline in the
+frame's payload. Operands are named by a content id (a hash of their bytes) so a worker can keep
+them for later products: the backward pass reuses the forward's X' and W' without resending them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sealfn.errors import InstanceFailed, ProtocolError
+from sealfn.ipc.frames import LENGTH, MAX_FRAME, Frame, Kind, tensors_from_json, tensors_to_json
+from sealfn.ipc.tensors import TensorWriter, read_tensor
+
+_INLINE_ALL = MAX_FRAME  # no shared-memory arena here: every tensor travels inline
+_CHUNK = 1 << 20  # bytes per recv_into
+
+
+def content_id(array: np.ndarray) -> str:
+    """A short id of an operand's dtype, shape and bytes (names cache entries; not a secret)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Product:
+    """One product ``op(left) @ op(right)`` of two cached operands; ``modular``: exact mod P."""
+
+    left: str
+    right: str
+    transpose_left: bool = False
+    transpose_right: bool = False
+    modular: bool = False
+
+    def to_json(self) -> list[Any]:
+        return [self.left, self.right, self.transpose_left, self.transpose_right, self.modular]
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Product:
+        if not isinstance(raw, list) or len(raw) != 5:
+            raise ProtocolError("malformed product in a work request")
+        left, right, t_left, t_right, modular = raw
+        return cls(str(left), str(right), bool(t_left), bool(t_right), bool(modular))
+
+
+@dataclass(frozen=True)
+class WorkRequest:
+    """Operands to store (by content id), products to compute, then ids the worker may forget."""
+
+    store: tuple[tuple[str, np.ndarray], ...]
+    products: tuple[Product, ...]
+    drop: tuple[str, ...] = ()
+
+    def to_frame(self, request_id: int) -> Frame:
+        writer = TensorWriter(None, 0, _INLINE_ALL)
+        refs = tuple(writer.add(name, array) for name, array in self.store)
+        meta = {
+            "store": tensors_to_json(refs),
+            "products": [product.to_json() for product in self.products],
+            "drop": list(self.drop),
+        }
+        return Frame(Kind.RUN, request_id, meta, writer.payload())
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> WorkRequest:
+        if frame.kind is not Kind.RUN:
+            raise ProtocolError(f"expected a RUN frame, got {frame.kind.name}")
+        refs = tensors_from_json(frame.meta.get("store", []))
+        store = tuple((ref.name, read_tensor(ref, frame.payload, None)) for ref in refs)
+        products = tuple(Product.from_json(raw) for raw in frame.meta.get("products", []))
+        drop = frame.meta.get("drop", [])
+        if not isinstance(drop, list):
+            raise ProtocolError("malformed drop list in a work request")
+        return cls(store, products, tuple(str(name) for name in drop))
+
+
+@dataclass(frozen=True)
+class WorkReply:
+    """The products of one request, in order, and the worker's compute time in seconds."""
+
+    results: tuple[np.ndarray, ...]
+    seconds: float
+
+    def to_frame(self, request_id: int) -> Frame:
+        writer = TensorWriter(None, 0, _INLINE_ALL)
+        refs = tuple(writer.add(str(i), array) for i, array in enumerate(self.results))
+        meta = {"results": tensors_to_json(refs), "seconds": self.seconds}
+        return Frame(Kind.RESULT, request_id, meta, writer.payload())
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> WorkReply:
+        if frame.kind is Kind.FAILURE:
+            raise InstanceFailed(f"worker failed: {frame.meta.get('message', 'no message')}")
+        if frame.kind is not Kind.RESULT:
+            raise ProtocolError(f"expected a RESULT frame, got {frame.kind.name}")
+        refs = tensors_from_json(frame.meta.get("results", []))
+        results = tuple(read_tensor(ref, frame.payload, None) for ref in refs)
+        return cls(results, float(frame.meta.get("seconds", 0.0)))
+
+
+class FrameSocket:
+    """Blocking frame I/O on a connected stream socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self._chunk = bytearray(_CHUNK)
+
+    def send(self, frame: Frame) -> None:
+        self.sock.sendall(frame.to_bytes())
+
+    def receive(self) -> Frame | None:
+        """The next frame, or None when the peer closed the connection."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= LENGTH.size:
+                (size,) = LENGTH.unpack_from(buffer)
+                if size > MAX_FRAME:
+                    raise ProtocolError(f"frame of {size} bytes refused")
+                end = LENGTH.size + size
+                if len(buffer) >= end:
+                    body = bytes(buffer[LENGTH.size : end])
+                    del buffer[:end]
+                    return Frame.from_bytes(body)
+            received = self.sock.recv_into(self._chunk)
+            if not received:
+                return None
+            buffer += memoryview(self._chunk)[:received]
+
+    def close(self) -> None:
+        self.sock.close()
