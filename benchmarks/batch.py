@@ -161,7 +161,7 @@ def main() -> int:
     if args.single:
         single_process(*args.single)
         return 0
-    records = 16384 if args.quick else 65536
+    records = 16384 if args.quick else 131072
     with tempfile.TemporaryDirectory(prefix="sealfn-bench-batch-") as tmp:
         folder = Path(tmp)
         model = build_model(folder / "mlp.onnx")
