@@ -27,6 +27,7 @@ from sealfn.he.plan import INPUT, Add, Linear, Plan, Square, Steps, bsgs_steps, 
 # the wrong key, or computed with someone else's evaluation keys, decrypts to noise of the size
 # of the modulus, whose copies disagree wildly.
 REPLICA_TOLERANCE = 1e-2
+PREPARED_PLANS = 4  # plans whose diagonals an evaluator keeps (an instance serves one)
 SECRET_MAGIC = b"SFHE-SK1"  # the user's key file: secret context, then the evaluation keys
 _LENGTH = struct.Struct(">Q")
 
@@ -213,7 +214,9 @@ class TensealEvaluator:
                 prepared.append((diags, bsgs_steps(diags, plan.width)))
             else:
                 prepared.append(None)
-        self._prepared = {id(plan): (plan, prepared)}
+        if len(self._prepared) >= PREPARED_PLANS:
+            self._prepared.pop(next(iter(self._prepared)))
+        self._prepared[id(plan)] = (plan, prepared)
         return prepared
 
     def _input(self, data: bytes) -> Any:
