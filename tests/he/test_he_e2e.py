@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from sealfn.errors import NotFound
+from sealfn.errors import ModelError, NotFound
 from sealfn.he.client import HeClient
 from sealfn.he.data import Split
 from sealfn.he.networks import Net
@@ -71,3 +71,12 @@ def test_key_store_endpoints(server: Server) -> None:
         assert reply.status_code == 400 and "not a hex SHA-256" in reply.json()["error"]
     empty = httpx.put(f"{server.url}/v2/he/keys", content=b"")
     assert empty.status_code == 400
+
+
+def test_deploy_refuses_a_file_that_is_not_an_he_network(
+    tmp_path: Path, deploy: Callable[..., str]
+) -> None:
+    bogus = tmp_path / "bogus.he"
+    bogus.write_bytes(b"\x08\x07 not a network")
+    with pytest.raises(ModelError, match="not an HE network"):
+        deploy(bogus, he=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from typing import Literal
 
@@ -107,7 +108,7 @@ class NetGraph:
                 arrays["head_weight"],
                 arrays["head_bias"],
             )
-        except (ValueError, KeyError, OSError) as exc:
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
             raise ModelError(f"not an HE network file: {exc}") from exc
 
 
