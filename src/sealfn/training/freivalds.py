@@ -62,11 +62,11 @@ def check(
     repetitions: int = DEFAULT_REPETITIONS,
 ) -> None:
     """Raise IntegrityError unless C = A·B up to floating-point rounding."""
-    if c.shape != (a.shape[0], b.shape[1]) or not bool(torch.isfinite(c).all()):
+    if c.shape != (a.shape[0], b.shape[1]):
         raise IntegrityError("a worker returned a product that fails verification")
     r = probes(b.shape[1], repetitions, rng, c.dtype)
     diff, tolerance = residual(a, b, c, r)
-    if bool((diff > tolerance).any()):
+    if not bool((diff <= tolerance).all()):  # NaN compares False, so a NaN or inf in C fails
         raise IntegrityError("a worker returned a product that fails verification")
 
 

@@ -24,18 +24,22 @@ from sealfn.training.keys import AxisKey, MatmulKey
 
 
 def scramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int) -> torch.Tensor:
-    """P_r D_r^e_r · a · D_c^e_c P_cᵀ for a 2-D ``a`` (rows x cols)."""
-    r = rows.scale.to(a.dtype) ** e_r
-    c = cols.scale.to(a.dtype) ** e_c
-    scaled = a * r[:, None] * c[None, :]
-    return scaled[rows.perm][:, cols.perm].contiguous()
+    """P_r D_r^e_r · a · D_c^e_c P_cᵀ for a 2-D ``a`` (rows x cols).
+
+    ``index_select`` on each axis is several times faster than one 2-D advanced-index gather.
+    """
+    r = (rows.scale**e_r).to(a.dtype)
+    c = (cols.scale**e_c).to(a.dtype)
+    out = (a * r[:, None]).index_select(0, rows.perm).index_select(1, cols.perm)
+    return out.mul_(c[cols.perm][None, :])
 
 
 def unscramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int) -> torch.Tensor:
     """The inverse of :func:`scramble` with the same exponents: D_r^-e_r P_rᵀ · a · P_c D_c^-e_c."""
-    r = rows.scale.to(a.dtype) ** -e_r
-    c = cols.scale.to(a.dtype) ** -e_c
-    return a[rows.inverse][:, cols.inverse] * r[:, None] * c[None, :]
+    r = (rows.scale**-e_r).to(a.dtype)
+    c = (cols.scale**-e_c).to(a.dtype)
+    out = a.index_select(0, rows.inverse).index_select(1, cols.inverse)
+    return out.mul_(r[:, None]).mul_(c[None, :])
 
 
 def encode_x(x: torch.Tensor, key: MatmulKey) -> torch.Tensor:

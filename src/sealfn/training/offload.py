@@ -207,7 +207,7 @@ class ObfuscatedEngine(_Offloading):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
         def job(index: int) -> tuple[torch.Tensor, _Sent]:
-            return self._forward_on(index, x, w, keep)
+            return self._forward_on(index, x, w, keep and self.key_shift)
 
         return self._retrying(job, self._place(), "forward")
 
@@ -221,11 +221,8 @@ class ObfuscatedEngine(_Offloading):
                 return self._shifted_backward(sent, dy, need_x, need_w)
             return self._fresh_backward(index, sent, dy, need_x, need_w)
 
-        try:
-            return self._retrying(job, sent.worker, "backward")
-        finally:
-            self.pool[sent.worker].submit(WorkRequest((), (), sent.ids))
-            self.pool[sent.worker].collect()
+        # The key-shift request itself drops X', W' from the worker, whether or not it verifies.
+        return self._retrying(job, sent.worker, "backward")
 
     def _forward_on(
         self, index: int, x: torch.Tensor, w: torch.Tensor, keep: bool
@@ -255,7 +252,7 @@ class ObfuscatedEngine(_Offloading):
             products.append(Product(dyid, wid, transpose_right=True))
         if need_w:
             products.append(Product(xid, dyid, transpose_left=True))
-        request = WorkRequest(((dyid, dya),), tuple(products), (dyid,))
+        request = WorkRequest(((dyid, dya),), tuple(products), (dyid, xid, wid))
         results = iter(self._run(self.pool[sent.worker], request))
         dx = dw = None
         if need_x:
