@@ -10,9 +10,11 @@ the model and runs every record with the same batch size and thread count: its w
 the job's, includes interpreter start, imports and the model load. The job's wall clock runs from
 ``run_job`` to its return: starting and loading the instances, the rounds, the gather of every
 result to the root, and stopping the instances. Parallel efficiency = single-process seconds /
-(instances x job seconds). The machine's core count bounds useful instances (2 here): 4
-instances on 2 cores show the cost of oversubscription, not a speed-up. ``--ray`` adds the same
-job on the Ray engine (Ray started before the clock, actors at num_cpus=0.5).
+(instances x job seconds). CPU efficiency = single-process CPU seconds / the job's CPU seconds
+(root + instances, local engine): what the distribution costs in work, which other processes on a
+shared machine do not distort the way they distort wall clocks. The machine's core count bounds
+useful instances (2 here): 4 instances on 2 cores show the cost of oversubscription. ``--ray``
+adds the same job on the Ray engine (Ray started before the clock, actors at num_cpus=0.5).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import itertools
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,11 +85,21 @@ def single_process(model: Path, data: Path) -> None:
     np.save(data.with_name("single-output.npy"), np.concatenate(outputs))
 
 
-def run_single(model: Path, data: Path) -> float:
-    started = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of every child it has waited for."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_single(model: Path, data: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of the single-process baseline."""
+    cpu, started = cpu_seconds(), time.perf_counter()
     command = [sys.executable, __file__, "--single", str(model), str(data)]
     subprocess.run(command, check=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def run_job_arm(
@@ -105,14 +118,16 @@ def run_job_arm(
         fleet = LocalFleet(spec)
     records = Dataset.open(data).records
     load = os.getloadavg()[0]
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     result = run_job(fleet, records, JobConfig(instances, PARTITION, progress=False))
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu  # root + instances (local engine: they are our children)
     expected = np.load(data.with_name("single-output.npy"))
     return {
         "engine": engine,
         "instances": instances,
         "seconds": seconds,
+        "cpu_seconds": cpu if engine == "local" else None,  # Ray's actors are not our children
         "records_per_s": records / seconds,
         "model_loads": {name: log.loads for name, log in result.instances.items()},
         "rounds": result.rounds,
@@ -168,13 +183,14 @@ def main() -> int:
         data = folder / "records.npy"
         rng = np.random.default_rng(1)
         np.save(data, rng.standard_normal((records, WIDTHS[0])).astype(np.float32))
-        single_s = run_single(model, data)
+        single_s, single_cpu = run_single(model, data)
         report: dict[str, Any] = {
             "method": __doc__,
             "records": records,
             "cpus": os.cpu_count(),
             "single_process": {
                 "seconds": single_s,
+                "cpu_seconds": single_cpu,
                 "records_per_s": records / single_s,
                 "load_average_after": os.getloadavg()[0],
             },
@@ -191,6 +207,8 @@ def main() -> int:
             for instances in INSTANCES:
                 arm = run_job_arm(engine, instances, model, data, folder)
                 arm["efficiency"] = single_s / (instances * arm["seconds"])
+                if arm["cpu_seconds"]:  # the job's overhead in CPU, whatever else runs here
+                    arm["cpu_efficiency"] = single_cpu / arm["cpu_seconds"]
                 report["jobs"].append(arm)
                 print(json.dumps(arm), flush=True)
     report["one_load_per_instance"] = all(
