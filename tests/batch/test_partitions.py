@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealfn.batch.partitions import Partition, deal, pending, split
+from sealfn.batch.partitions import Partition, pending, split
 from sealfn.errors import ConfigError
 
 
@@ -29,30 +29,12 @@ def test_split_refuses_nonsense(records: int, size: int) -> None:
         split(records, size)
 
 
-PARTS = split(70, 10)  # 7 partitions
-
-
 @pytest.mark.parametrize(
-    ("delivered", "instances", "dealt"),
-    [
-        ([], ["a", "b"], {"a": [0, 2, 4, 6], "b": [1, 3, 5]}),
-        ([0, 1, 2, 3, 4], ["a", "b", "c"], {"a": [5], "b": [6], "c": []}),
-        ([1, 3], ["c"], {"c": [0, 2, 4, 5, 6]}),
-        (list(range(7)), ["a"], {"a": []}),
-    ],
+    ("delivered", "todo"),
+    [([], list(range(7))), ([0, 1, 2, 3, 4], [5, 6]), ([1, 3], [0, 2, 4, 5, 6])],
 )
-def test_retry_rounds_deal_only_what_the_root_lacks(
-    delivered: list[int], instances: list[str], dealt: dict[str, list[int]]
-) -> None:
-    plan = deal(pending(PARTS, delivered), instances)
-    assert {name: [p.index for p in parts] for name, parts in plan.items()} == dealt
-    every = [p.index for parts in plan.values() for p in parts]
-    assert sorted(every + delivered) == list(range(7))  # nothing lost, nothing twice
-
-
-def test_dealing_needs_an_instance() -> None:
-    with pytest.raises(ConfigError):
-        deal(PARTS, [])
+def test_pending_is_what_the_root_lacks(delivered: list[int], todo: list[int]) -> None:
+    assert [p.index for p in pending(split(70, 10), delivered)] == todo
 
 
 def test_partition_json_round_trip() -> None:

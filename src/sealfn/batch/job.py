@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from sealfn.batch.dealer import Dealer, Grant
 from sealfn.batch.fleet import Fleet
 from sealfn.batch.messages import Event, EventKind, Order
-from sealfn.batch.partitions import Partition, deal, pending, split
+from sealfn.batch.partitions import Partition, pending, split
 from sealfn.batch.results import PartitionResult
 from sealfn.collective import Communicator, RendezvousServer, TcpChannel
 from sealfn.collective.payload import Bundle
@@ -168,26 +169,37 @@ class _Root:
     def _round(self, number: int, todo: list[Partition], rendezvous: RendezvousServer) -> None:
         self._rounds += 1
         members = list(self._live)
-        dealt = deal(todo, members)
+        dealer = Dealer(todo, members)
         group = f"{self._job}/{number}"
-        size = len(members) + 1
-        for rank, name in enumerate(members, start=1):
-            order = Order(number, group, rendezvous.address, rank, size, tuple(dealt[name]))
+        ranks = {name: rank for rank, name in enumerate(members, start=1)}
+        header = (number, group, rendezvous.address)
+
+        def send(name: str, grant: Grant) -> None:
+            order = Order(*header, ranks[name], len(members) + 1, grant.partitions, grant.final)
             self._fleet.order(name, order)
+
+        for name, grant in dealer.start().items():
+            send(name, grant)
         gathered: list[object] = []
         gather = threading.Thread(
-            target=self._gather, args=(rendezvous.address, group, size, gathered), daemon=True
+            target=self._gather,
+            args=(rendezvous.address, group, len(members) + 1, gathered),
+            daemon=True,
         )
         gather.start()
         waiting = set(members)
         while waiting or gather.is_alive():
             event = self._next_event(0.1)
-            if event is None:
+            if event is None or event.instance not in ranks:
                 continue
-            if event.instance in waiting and event.kind in (EventKind.ROUND_END, EventKind.EXITED):
+            if event.kind is EventKind.PARTITION and (more := dealer.done(event.instance)):
+                send(event.instance, more)
+            if event.kind in (EventKind.ROUND_END, EventKind.EXITED):
                 waiting.discard(event.instance)
-            if event.kind is EventKind.EXITED and event.instance in members:
+            if event.kind is EventKind.EXITED:
                 rendezvous.abort(group)  # ranks still assembling must not wait for the dead
+                for name, last in dealer.stop().items():  # the round is lost: wind it up
+                    send(name, last)
         gather.join()
         if gathered and isinstance(gathered[0], list):
             self._accept(gathered[0])

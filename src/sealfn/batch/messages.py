@@ -49,7 +49,10 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class Order:
-    """Root → instance: join group ``group`` as ``rank`` and process ``partitions``."""
+    """Root → instance: in round ``round`` (group ``group``, as ``rank``) process ``partitions``.
+
+    The first order of a round makes the instance join the group; more orders of the same round
+    follow until one is ``final``, after which the instance gathers its results to the root."""
 
     round: int
     group: str
@@ -57,6 +60,7 @@ class Order:
     rank: int
     size: int
     partitions: tuple[Partition, ...]
+    final: bool = True
 
     def to_bytes(self) -> bytes:
         body = {
@@ -67,6 +71,7 @@ class Order:
             "rank": self.rank,
             "size": self.size,
             "partitions": [p.to_json() for p in self.partitions],
+            "final": self.final,
         }
         return json.dumps(body).encode() + b"\n"
 
@@ -81,6 +86,7 @@ class Order:
             int(raw["rank"]),
             int(raw["size"]),
             tuple(Partition.from_json(p) for p in raw["partitions"]),
+            bool(raw["final"]),
         )
 
 

@@ -1,13 +1,12 @@
-"""How a dataset is cut into partitions and dealt to instances: pure functions, table-tested.
+"""How a dataset is cut into partitions, and which ones a round still has to do (pure).
 
-A partition is a contiguous range of records. Each round of a job deals the partitions whose
-results the root does not hold yet to the live instances, round-robin in index order so every
-instance gets an even share and neighbouring partitions land on different instances.
+A partition is a contiguous range of records. Each round of a job deals (``batch.dealer``) the
+partitions whose results the root does not hold yet to the live instances.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +48,3 @@ def pending(partitions: Iterable[Partition], delivered: Iterable[int]) -> list[P
     """The partitions whose results have not reached the root, in index order."""
     have = set(delivered)
     return sorted(p for p in partitions if p.index not in have)
-
-
-def deal(todo: Sequence[Partition], instances: Sequence[str]) -> dict[str, list[Partition]]:
-    """Round-robin ``todo`` over ``instances``; every instance gets an entry (maybe empty)."""
-    if not instances:
-        raise ConfigError("no instance is alive to take the partitions")
-    dealt: dict[str, list[Partition]] = {name: [] for name in instances}
-    for position, partition in enumerate(todo):
-        dealt[instances[position % len(instances)]].append(partition)
-    return dealt

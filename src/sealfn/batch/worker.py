@@ -27,6 +27,7 @@ log = logging.getLogger("sealfn.batch")
 GROUP_TIMEOUT_S = 3600.0  # a peer silent this long counts as lost (partitions can be long)
 
 Emit = Callable[[Event], None]
+NextOrder = Callable[[], Order]  # blocks for the round's next order
 
 
 class PartitionWorker:
@@ -59,8 +60,9 @@ class PartitionWorker:
             EventKind.LOADED, self.instance, loads=processor.loads, detail=f"{processor.load_s:.3f}"
         )
 
-    def run_round(self, order: Order, emit: Emit) -> None:
-        """Join the round's group, do the partitions, gather to the root; always ends the round."""
+    def run_round(self, order: Order, emit: Emit, next_order: NextOrder) -> None:
+        """Join the round's group, do the partitions dealt (``next_order`` waits for the round's
+        further orders), gather to the root; always ends the round with a ROUND_END event."""
         try:
             channel = TcpChannel.join(
                 order.rendezvous,
@@ -76,6 +78,9 @@ class PartitionWorker:
         comm = Communicator(channel)
         try:
             results = [(p.index, (self._partition(p, emit),)) for p in order.partitions]
+            while not order.final:
+                order = next_order()
+                results += [(p.index, (self._partition(p, emit),)) for p in order.partitions]
             bundle = Bundle(tuple(results))
             comm.gather(bundle.to_bytes(), root=0)
         except PeerLost as exc:
@@ -119,8 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc.message)
         return 1
     emit(worker.loaded())
-    for line in sys.stdin.buffer:  # one order per line until the root closes stdin
-        worker.run_round(Order.from_bytes(line), emit)
+    orders = sys.stdin.buffer
+
+    def next_order() -> Order:
+        line = orders.readline()
+        if not line:
+            raise PeerLost("the root closed the control pipe mid-round")
+        return Order.from_bytes(line)
+
+    for line in orders:  # a round's first order, until the root closes stdin
+        worker.run_round(Order.from_bytes(line), emit, next_order)
     return 0
 
 

@@ -141,29 +141,39 @@ class RayExecutor:
 
 
 class _BatchActor:
-    """A batch instance in a Ray actor; events wait in a list until the root drains them."""
+    """A batch instance in a Ray actor: orders queue up for its own thread; events wait in a
+    list until the root drains them."""
 
     def __init__(self, instance: str, spec: WorkerSpec) -> None:
         from sealfn.batch.worker import PartitionWorker
 
         self._worker = PartitionWorker.from_spec(instance, spec)
+        self._orders: queue.Queue[Order] = queue.Queue()
         self._events: list[bytes] = []
         self._lock = threading.Lock()
+        threading.Thread(target=self._serve, name="batch-rounds", daemon=True).start()
 
     def loaded(self) -> bytes:
         return self._worker.loaded().to_bytes()
 
-    def run_round(self, order: bytes) -> None:
-        try:
-            self._worker.run_round(Order.from_bytes(order), self._emit)
-        except Exception as exc:  # the root must hear the round end, whatever went wrong
-            failed = Event(EventKind.ROUND_END, self._worker.instance, ok=False, detail=str(exc))
-            self._emit(failed)
+    def order(self, order: bytes) -> None:
+        self._orders.put(Order.from_bytes(order))
 
     def drain(self) -> list[bytes]:
         with self._lock:
             events, self._events = self._events, []
         return events
+
+    def _serve(self) -> None:
+        while True:
+            first = self._orders.get()
+            try:
+                self._worker.run_round(first, self._emit, self._orders.get)
+            except Exception as exc:  # the root must hear the round end, whatever went wrong
+                failed = Event(
+                    EventKind.ROUND_END, self._worker.instance, ok=False, detail=str(exc)
+                )
+                self._emit(failed)
 
     def _emit(self, event: Event) -> None:
         with self._lock:
@@ -188,7 +198,7 @@ class RayFleet:
         self._watchers: list[threading.Thread] = []
 
     def start(self, instance: str) -> None:
-        options = {"num_cpus": self._num_cpus, "max_concurrency": 2}  # run_round and drain
+        options = {"num_cpus": self._num_cpus, "max_concurrency": 2}  # order and drain at once
         actor = self._actor_class.options(**options).remote(instance, self.spec)
         self._actors[instance] = actor
         watcher = threading.Thread(
@@ -198,7 +208,7 @@ class RayFleet:
         self._watchers.append(watcher)
 
     def order(self, instance: str, order: Order) -> None:
-        self._actors[instance].run_round.remote(order.to_bytes())
+        self._actors[instance].order.remote(order.to_bytes())
 
     def kill(self, instance: str) -> None:
         with contextlib.suppress(Exception):
