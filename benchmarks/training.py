@@ -172,6 +172,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         yscale="log",
         title="one layer, growing width",
     )
+    sweep.set_xticks(widths, [str(width) for width in widths])
+    sweep.minorticks_off()
     sweep.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--model-id", default="trained")
     parser.add_argument("--tee", choices=("auto", "simulated"), default="auto")
     parser.add_argument("--platform-dir", type=Path, default=None, help="simulated platform")
-    parser.add_argument("--worker-threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument(
+        "--worker-threads", type=int, default=0, help="0: a fair share of the cores"
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=_train)
 
@@ -69,12 +72,18 @@ def _train(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    if config.mode == "exact" and config.workers < 4:
+        print(
+            "warning: exact mode with fewer than 4 workers puts several masked roles on one "
+            "worker, which can then unmask them: values are NOT hidden (use --workers 4)",
+            file=sys.stderr,
+        )
     report = run(config, options, on_epoch=report_epoch)
     tee = report["attestation"]
     print(json.dumps({"ops_per_step": report["ops_per_step"], "incidents": report["incidents"]}))
     print(
         f"sealed model: {report['sealed_model']['path']} (key {report['sealed_model']['key_file']})"
     )
-    label = f"{tee['tee']}, SIMULATED: no isolation" if tee["simulated"] else tee["tee"]
+    label = "SIMULATED TEE: no isolation" if tee["simulated"] else f"{tee['tee']} TEE"
     print(f"coordinator measurement {tee['measurement'][:16]}... ({label})")
     return 0

@@ -22,6 +22,7 @@ from sealfn.errors import ConfigError, IntegrityError
 from sealfn.training import model
 from sealfn.training.data import Dataset, digits
 from sealfn.training.offload import (
+    ROLES,
     Engine,
     ExactEngine,
     Incident,
@@ -105,6 +106,10 @@ class TrainResult:
             "ops_per_step": {k: v / steps for k, v in self.counts.as_dict().items()},
             "mean_step_seconds": sum(self.step_seconds) / steps,
             "workers": self.workers,
+            # exact mode hides values only if each of its four roles has a worker of its own
+            "exact_roles_on_distinct_workers": (
+                self.config.mode == "exact" and self.config.workers >= ROLES
+            ),
         }
 
 

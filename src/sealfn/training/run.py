@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from sealfn.tee import backend
 from sealfn.training import model
@@ -35,7 +38,7 @@ class RunOptions:
     tee: str = "auto"  # "auto" takes hardware if present, else the simulated TEE (logged loudly)
     platform_dir: Path | None = None  # the simulated platform's folder
     progress: bool = True
-    worker_threads: int = 0
+    worker_threads: int = 0  # torch threads per process; 0: a fair share of this machine's cores
 
 
 def run(
@@ -52,7 +55,9 @@ def run(
         config={"role": "training-coordinator"},
     )
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    with worker_pool(config, WorkerOptions(threads=options.worker_threads)) as pool:
+    threads = options.worker_threads or share_of_cores(config.workers)
+    torch.set_num_threads(threads)
+    with worker_pool(config, WorkerOptions(threads=threads)) as pool:
         result = train(config, pool=pool, progress=options.progress, on_epoch=on_epoch)
     plot(result, options.out_dir / "training.png")
     sealed = seal(to_onnx(result.net, model.FEATURES), options.out_dir, options.model_id)
@@ -64,6 +69,13 @@ def run(
     }
     (options.out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def share_of_cores(workers: int) -> int:
+    """Torch threads each for the coordinator and its CPU workers when they share this machine's
+    cores: oversubscribed OpenMP threads spin-wait on each other and make every step many times
+    slower. (A GPU worker computes on the GPU; its CPU threads matter little.)"""
+    return max(1, (os.cpu_count() or 1) // (workers + 1))
 
 
 def plot(result: TrainResult, path: Path) -> None:
