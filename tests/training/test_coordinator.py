@@ -186,3 +186,20 @@ def test_configs_are_checked() -> None:
         TrainConfig(workers=0)
     with worker_pool(TrainConfig(mode="local")) as nothing:
         assert nothing is None
+
+
+def test_exact_mode_on_four_workers_gives_each_role_its_own_worker(tmp_path: Path) -> None:
+    config = TrainConfig(model="mlp", mode="exact", workers=4)
+    with WorkerPool(4, WorkerOptions(threads=1, trace=tmp_path)) as workers:
+        engine = ExactEngine(workers)
+        assert engine.non_collusion_possible
+        trainer = Trainer(config, engine)
+        x, y = batches(digits(), config, 1)[0]
+        trainer.step(x, y)
+        pids = {worker.process.pid for worker in workers.workers}
+    received: dict[str, list[np.ndarray]] = {}
+    for path in sorted(tmp_path.iterdir()):
+        received.setdefault(path.name.split("-")[0], []).append(np.load(path))
+    assert set(received) == {str(pid) for pid in pids}
+    products = engine.counts.decryptions  # one exact product = one operand pair per role
+    assert all(len(tensors) == 2 * products for tensors in received.values())

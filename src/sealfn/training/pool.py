@@ -46,9 +46,13 @@ class WorkerHandle:
         self.channel = FrameSocket(ours)
         self._ids = itertools.count(1)
         self._pending: list[int] = []
+        self.device = "?"
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's HELLO (workers start in parallel; each imports torch)."""
         hello = self.channel.receive()
         if hello is None or hello.kind is not Kind.HELLO:
-            raise InstanceFailed(f"worker {index} did not start")
+            raise InstanceFailed(f"worker {self.index} did not start")
         self.device = str(hello.meta.get("device", "?"))
 
     def submit(self, request: WorkRequest) -> None:
@@ -98,6 +102,8 @@ class WorkerPool:
         try:
             for index in range(count):
                 self.workers.append(WorkerHandle(index, self.options))
+            for worker in self.workers:
+                worker.wait_ready()
         except BaseException:
             self.close()
             raise
