@@ -171,3 +171,35 @@ def test_sealed_job_from_the_command_line(
     np.testing.assert_allclose(
         opened["output"], reference(models.mlp, {"input": records})["output"], rtol=1e-6
     )
+
+
+def test_a_killed_enclave_is_replaced_and_nothing_is_lost(
+    world: World, tmp_path: Path, models: Models, reference: Reference
+) -> None:
+    """The replacement starts after the ticket's freshness may have passed: it unwraps the data
+    key the first instances stored (under a key only granted enclaves derive)."""
+    from sealfn.batch.messages import EventKind
+    from sealfn.batch.sealed import SealedManifest
+
+    spec, data_key, records = _job(world, tmp_path, world.alice)
+    manifest = SealedManifest.from_bytes((spec.data / "manifest.json").read_bytes())
+    fleet = LocalFleet(spec)
+    killed: list[str] = []
+
+    def kill_once(event: Event) -> None:
+        if event.kind is EventKind.PARTITION and not killed:
+            killed.append(event.instance)
+            fleet.kill(event.instance)
+
+    config = JobConfig(instances=2, sealed=True, progress=False)
+    result = run_job(
+        fleet, len(records), config, observer=kill_once, partitions=manifest.partitions()
+    )
+    assert result.instances[killed[0]].died and len(result.instances) == 3
+    assert (spec.checkpoints / "data-key.wrapped").exists()
+    assert data_key not in (spec.checkpoints / "data-key.wrapped").read_bytes()
+    opened = open_results(result.blobs, data_key, "job-1")
+    np.testing.assert_allclose(
+        opened["output"], reference(models.mlp, {"input": records})["output"], rtol=1e-6
+    )
+    assert max(result.computed().values()) == 1
