@@ -154,22 +154,45 @@ def test_a_user_without_a_grant_gets_no_job(world: World, tmp_path: Path) -> Non
 def test_sealed_job_from_the_command_line(
     world: World, tmp_path: Path, models: Models, reference: Reference, capsys: object
 ) -> None:
+    """The user seals, the platform runs, the user opens: `sealfn batch seal | run | open`."""
     from sealfn.cli import main
 
-    spec, data_key, records = _job(world, tmp_path, world.alice)
-    code = main(
+    records = np.random.default_rng(12).standard_normal((150, 16)).astype(np.float32)
+    np.save(tmp_path / "plain.npy", records)
+    alice = world.alice.save(tmp_path / "alice.json")
+    sealed_data, key_file = tmp_path / "sealed-data", tmp_path / "data.key"
+    attest = [
+        "--keyservice",
+        world.url,
+        "--accept-simulated",
+        "--platform-dir",
+        str(world.platform),
+    ]
+    assert main(
         [
-            "batch", "run", str(spec.model), str(spec.data), "--sealed", "--keyservice", world.url,
-            "--tee", "simulated", "--tee-platform-dir", str(world.platform), "--instances", "1",
-            "--no-progress", "--output", str(tmp_path / "sealed-out.npz"),
+            "batch", "seal", str(tmp_path / "plain.npy"), "--model-id", MODEL, "--out",
+            str(sealed_data), "--as", str(alice), "--key-file", str(key_file),
+            "--partition-records", "50", *attest,
         ]
-    )  # fmt: skip
-    assert code == 0
-    with np.load(tmp_path / "sealed-out.npz") as npz:
-        blobs = {int(name.split("-")[1]): npz[name].tobytes() for name in npz.files}
-    opened = open_results(blobs, data_key, "job-1")
+    ) == 0  # fmt: skip
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert main(
+        [
+            "batch", "run", str(world.sealed_model), str(sealed_data), "--sealed", "--keyservice",
+            world.url, "--tee", "simulated", "--tee-platform-dir", str(world.platform),
+            "--instances", "2", "--no-progress", "--output", str(tmp_path / "sealed-out.npz"),
+        ]
+    ) == 0  # fmt: skip
+    assert main(
+        [
+            "batch", "open", str(tmp_path / "sealed-out.npz"), "--data", str(sealed_data),
+            "--key-file", str(key_file), "--output", str(tmp_path / "plain-out.npz"),
+        ]
+    ) == 0  # fmt: skip
     np.testing.assert_allclose(
-        opened["output"], reference(models.mlp, {"input": records})["output"], rtol=1e-6
+        np.load(tmp_path / "plain-out.npz")["output"],
+        reference(models.mlp, {"input": records})["output"],
+        rtol=1e-6,
     )
 
 
