@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+BN_EPSILON = 1e-5
+
 
 def onnx_for_helayers(graph: Any) -> bytes:
     """ONNX (opset 13) of a ``sealfn.he.graph.NetGraph``, activations as conv-folded squares."""
@@ -48,7 +50,13 @@ def onnx_for_helayers(graph: Any) -> bytes:
         pad = weight.shape[2] // 2
         nodes.append(
             helper.make_node(
-                "Conv", [x, const(weight), const(bias)], [out], pads=[pad] * 4, strides=[1, 1]
+                "Conv",
+                [x, const(weight), const(bias)],
+                [out],
+                name=out,
+                kernel_shape=list(weight.shape[2:]),
+                pads=[pad] * 4,
+                strides=[1, 1],
             )
         )
         return out
@@ -65,9 +73,12 @@ def onnx_for_helayers(graph: Any) -> bytes:
     def affine(x: str, scale: np.ndarray, offset: np.ndarray) -> str:
         """Per-channel ``scale·x + offset`` as an inference-mode BatchNormalization."""
         out = name("bn")
-        ones, zeros = np.ones_like(offset), np.zeros_like(offset)
-        inputs = [x, const(scale), const(offset), const(zeros), const(ones)]
-        nodes.append(helper.make_node("BatchNormalization", inputs, [out], epsilon=0.0))
+        # HElayers wants epsilon > 0: variance 1 - ε makes the denominator exactly 1
+        variance = np.full_like(offset, 1.0 - BN_EPSILON)
+        inputs = [x, const(scale), const(offset), const(np.zeros_like(offset)), const(variance)]
+        nodes.append(
+            helper.make_node("BatchNormalization", inputs, [out], name=out, epsilon=BN_EPSILON)
+        )
         return out
 
     def shift(x: str, offset: np.ndarray) -> str:
@@ -160,11 +171,11 @@ def _helayers_main(model: str, images_path: str) -> None:
     net = pyhelayers.NeuralNet(context)
     net.encode_encrypt(plain, profile)
     setup_s = time.perf_counter() - started
-    io = net.create_io_processor()
+    io = pyhelayers.ModelIoEncoder(net)
     latencies, logits = [], []
     for image in images:
         samples = pyhelayers.EncryptedData(context)
-        io.encrypt_inputs(samples, [image[None]])
+        io.encode_encrypt(samples, [image[None]])
         predictions = pyhelayers.EncryptedData(context)
         started = time.perf_counter()
         net.predict(predictions, samples)
@@ -181,7 +192,8 @@ def _helayers_main(model: str, images_path: str) -> None:
                 "latency_p50_s": statistics.median(latencies),
                 "logits": logits,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "profile": str(profile.to_string()) if hasattr(profile, "to_string") else None,
+                "requirement": str(profile.get_he_config_requirement().to_string()),
+                "context_name": str(profile.get_context_name()),
             }
         )
     )
