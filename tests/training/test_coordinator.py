@@ -70,10 +70,11 @@ def test_key_shift_halves_the_encryptions_per_step(pool: WorkerPool) -> None:
     assert counts[True].decryptions == counts[False].decryptions
 
 
-def test_float32_obfuscated_accuracy_within_half_a_point(pool: WorkerPool) -> None:
-    config = TrainConfig(model="mlp", mode="obfuscated", epochs=4)
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_float32_obfuscated_accuracy_within_half_a_point(pool: WorkerPool, name: str) -> None:
+    config = TrainConfig(model=name, mode="obfuscated", epochs=4)
     offloaded = train(config, pool=pool)
-    plain = train(TrainConfig(model="mlp", mode="local", epochs=4))
+    plain = train(TrainConfig(model=name, mode="local", epochs=4))
     assert plain.epochs[-1].test_accuracy > 90
     assert abs(offloaded.epochs[-1].test_accuracy - plain.epochs[-1].test_accuracy) <= 0.5
 

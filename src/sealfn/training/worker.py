@@ -127,7 +127,7 @@ def serve(channel: FrameSocket, worker: Worker) -> None:
     while (frame := channel.receive()) is not None and frame.kind is not Kind.STOP:
         try:
             reply = worker.handle(WorkRequest.from_frame(frame)).to_frame(frame.request_id)
-        except (SealfnError, RuntimeError, ValueError) as exc:
+        except (SealfnError, RuntimeError, ValueError, TypeError) as exc:
             message = exc.message if isinstance(exc, SealfnError) else type(exc).__name__
             reply = Frame(Kind.FAILURE, frame.request_id, {"message": message})
         channel.send(reply)
