@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import sealfn.training
-from sealfn.errors import InstanceFailed, IntegrityError
+from sealfn.errors import InstanceFailed, IntegrityError, ProtocolError
 from sealfn.training import freivalds
 from sealfn.training.keys import csprng
 from sealfn.training.pool import WorkerOptions, WorkerPool
 from sealfn.training.wire import Product, WorkReply, WorkRequest, content_id
-from sealfn.training.worker import TAMPERING, Worker
+from sealfn.training.worker import TAMPERING, OperandCache, Worker
 
 # Everything a worker process may load from sealfn: IPC frames, the product kernels, errors.
 WORKER_MAY_IMPORT = {
@@ -103,3 +103,23 @@ def test_every_tampering_kind_fails_verification(kind: str) -> None:
             continue
         with pytest.raises(IntegrityError):
             freivalds.check(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c), rng)
+
+
+def test_the_operand_cache_counts_references_and_evicts_the_least_recent() -> None:
+    cache = OperandCache(limit=3 * 8 * 4)  # three 8-element float32 operands
+    shared = torch.zeros(8)
+    cache.put("a", shared)
+    cache.put("a", shared)  # a second product brought the same content
+    cache.drop("a")
+    assert torch.equal(cache.get("a"), shared)  # still held by the other product
+    cache.drop("a")
+    with pytest.raises(ProtocolError):
+        cache.get("a")
+    for name in "bcd":
+        cache.put(name, torch.zeros(8))
+    cache.get("b")  # b is now the most recently used
+    cache.put("e", torch.zeros(8))
+    assert len(cache) == 3 and cache.bytes == 3 * 8 * 4
+    with pytest.raises(ProtocolError):
+        cache.get("c")
+    cache.drop("unknown")  # dropping twice, or what was evicted, is harmless

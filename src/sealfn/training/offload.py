@@ -159,17 +159,24 @@ class PlainEngine(_Offloading):
     def backward(
         self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        index, (xid, wid) = handle
-        dya = _numpy(dy)
-        dyid = content_id(dya)
-        products = []
-        if need_x:
-            products.append(Product(dyid, wid, transpose_right=True))
-        if need_w:
-            products.append(Product(xid, dyid, transpose_left=True))
-        request = WorkRequest(((dyid, dya),), tuple(products), (xid, wid, dyid))
+        index, ids = handle
+        request = backward_request(_numpy(dy), ids, need_x, need_w)
         results = iter(self._run(self.pool[index], request))
         return (next(results) if need_x else None), (next(results) if need_w else None)
+
+
+def backward_request(
+    dy: np.ndarray, ids: tuple[str, str], need_x: bool, need_w: bool
+) -> WorkRequest:
+    """Send dY; dX = dY·Wᵀ and dW = Xᵀ·dY on the cached X and W, which are then dropped."""
+    dyid = content_id(dy)
+    xid, wid = ids
+    products = []
+    if need_x:
+        products.append(Product(dyid, wid, transpose_right=True))
+    if need_w:
+        products.append(Product(xid, dyid, transpose_left=True))
+    return WorkRequest(((dyid, dy),), tuple(products), (dyid, xid, wid))
 
 
 @dataclass
@@ -244,15 +251,7 @@ class ObfuscatedEngine(_Offloading):
         """Encrypt dY once; dX' = dY' W'^T and dW' = X'^T dY' reuse the cached X', W'."""
         dyp = ob.encode_dy(dy, sent.key)
         self.counts.encryptions += 1
-        dya = _numpy(dyp)
-        dyid = content_id(dya)
-        xid, wid = sent.ids
-        products = []
-        if need_x:
-            products.append(Product(dyid, wid, transpose_right=True))
-        if need_w:
-            products.append(Product(xid, dyid, transpose_left=True))
-        request = WorkRequest(((dyid, dya),), tuple(products), (dyid, xid, wid))
+        request = backward_request(_numpy(dyp), sent.ids, need_x, need_w)
         results = iter(self._run(self.pool[sent.worker], request))
         dx = dw = None
         if need_x:

@@ -33,19 +33,29 @@ CACHE_BYTES = 2 << 30  # operands kept for reuse, least recently used evicted fi
 
 
 class OperandCache:
-    """Operands by content id on the worker's device, bounded in bytes (LRU)."""
+    """Operands by content id on the worker's device, reference-counted, bounded in bytes (LRU).
+
+    Storing an id that is already cached adds a reference (the content is the same); each drop
+    removes one, and the operand goes when none is left, so two products that happen to share
+    an operand cannot drop it from under each other.
+    """
 
     def __init__(self, limit: int = CACHE_BYTES) -> None:
         self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._refs: dict[str, int] = {}
         self._limit = limit
         self.bytes = 0
 
     def put(self, name: str, tensor: torch.Tensor) -> None:
-        self.drop(name)
+        if name in self._items:
+            self._refs[name] += 1
+            self._items.move_to_end(name)
+            return
         self._items[name] = tensor
+        self._refs[name] = 1
         self.bytes += tensor.numel() * tensor.element_size()
         while self.bytes > self._limit and len(self._items) > 1:
-            self.drop(next(iter(self._items)))
+            self._evict(next(iter(self._items)))
 
     def get(self, name: str) -> torch.Tensor:
         tensor = self._items.get(name)
@@ -55,9 +65,19 @@ class OperandCache:
         return tensor
 
     def drop(self, name: str) -> None:
-        tensor = self._items.pop(name, None)
-        if tensor is not None:
-            self.bytes -= tensor.numel() * tensor.element_size()
+        if name not in self._refs:
+            return
+        self._refs[name] -= 1
+        if self._refs[name] == 0:
+            self._evict(name)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _evict(self, name: str) -> None:
+        tensor = self._items.pop(name)
+        del self._refs[name]
+        self.bytes -= tensor.numel() * tensor.element_size()
 
 
 class Worker:
