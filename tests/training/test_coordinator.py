@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sealfn.errors import ConfigError, IntegrityError
+from sealfn.errors import ConfigError, IntegrityError, Unavailable
 from sealfn.training.coordinator import TrainConfig, Trainer, batches, train, worker_pool
 from sealfn.training.data import digits
 from sealfn.training.offload import Engine, ExactEngine, ObfuscatedEngine, OpCounts
@@ -204,3 +204,31 @@ def test_exact_mode_on_four_workers_gives_each_role_its_own_worker(tmp_path: Pat
     assert set(received) == {str(pid) for pid in pids}
     products = engine.counts.decryptions  # one exact product = one operand pair per role
     assert all(len(tensors) == 2 * products for tensors in received.values())
+
+
+def test_a_lost_worker_is_skipped_and_its_products_recomputed_elsewhere() -> None:
+    config = TrainConfig(model="cnn", dtype="float64", workers=2)
+    data = digits(config.torch_dtype)
+    with WorkerPool(2, ONE_THREAD) as workers:
+        engine = ObfuscatedEngine(workers)
+        plain, offloaded = Trainer(config, None), Trainer(config, engine)
+        for step, (x, y) in enumerate(batches(data, config, 1)[:6]):
+            if step == 3:
+                workers[0].process.kill()
+                workers[0].process.wait()
+            assert abs(plain.step(x, y)[0] - offloaded.step(x, y)[0]) <= 1e-8
+        assert workers.alive() == [1]
+    assert {(i.worker, i.reason) for i in engine.incidents} == {(0, "lost")}
+
+
+def test_exact_mode_refuses_to_put_two_roles_on_one_worker_after_a_loss() -> None:
+    config = TrainConfig(model="mlp", mode="exact", workers=4)
+    x, y = batches(digits(), config, 1)[0]
+    with WorkerPool(4, ONE_THREAD) as workers:
+        trainer = Trainer(config, ExactEngine(workers))
+        trainer.step(x, y)
+        workers[2].process.kill()
+        workers[2].process.wait()
+        with pytest.raises(Unavailable):
+            for _ in range(2):  # the first step may only now notice the loss
+                trainer.step(x, y)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from sealfn.errors import ConfigError, IntegrityError
+from sealfn.errors import ConfigError, IntegrityError, SealfnError
 from sealfn.training import model
 from sealfn.training.data import Dataset, digits
 from sealfn.training.offload import (
@@ -172,7 +172,8 @@ class Trainer:
         )
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One SGD step; (loss, correct predictions). IntegrityError leaves the state untouched."""
+        """One SGD step; (loss, correct predictions). A failed step (IntegrityError, a lost
+        worker) leaves weights, optimizer and batch-norm statistics untouched."""
         self.net.train()
         saved = [buffer.clone() for buffer in self.net.buffers()]
         self.optimizer.zero_grad(set_to_none=True)
@@ -180,7 +181,7 @@ class Trainer:
             logits = model.forward(self.net, x, self.engine)
             loss = functional.cross_entropy(logits, y)
             loss.backward()  # type: ignore[no-untyped-call]
-        except IntegrityError:
+        except SealfnError:
             self.optimizer.zero_grad(set_to_none=True)
             for buffer, old in zip(self.net.buffers(), saved, strict=True):
                 buffer.copy_(old)

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from sealfn.errors import IntegrityError
+from sealfn.errors import InstanceFailed, IntegrityError, Unavailable
 from sealfn.training import fieldmask, freivalds
 from sealfn.training import obfuscation as ob
 from sealfn.training.keys import MatmulKey, csprng
@@ -51,10 +51,11 @@ class OpCounts:
 
 @dataclass(frozen=True)
 class Incident:
-    """A worker result that failed verification."""
+    """A worker that failed a product: its result failed verification, or the worker was lost."""
 
     worker: int
     phase: str  # "forward" / "backward"
+    reason: str  # "verification" / "lost"
 
 
 class Engine(Protocol):
@@ -134,14 +135,19 @@ class _Offloading:
         return [_tensor(result) for result in reply.results]
 
     def _retrying(self, job: Callable[[int], T], start: int, phase: str) -> T:
-        """``job(worker index)``, moving on to the next worker when a result fails verification."""
-        for attempt in range(len(self.pool)):
-            index = (start + attempt) % len(self.pool)
+        """``job(worker index)``, moving on to the next live worker when a result fails
+        verification or its worker fails (dies, answers out of turn, or refuses)."""
+        count = len(self.pool)
+        for index in [(start + step) % count for step in range(count)]:
+            if self.pool[index].lost:
+                continue
             try:
                 return job(index)
             except IntegrityError:
-                self.incidents.append(Incident(index, phase))
-        raise IntegrityError("every worker returned a product that fails verification")
+                self.incidents.append(Incident(index, phase, "verification"))
+            except InstanceFailed:
+                self.incidents.append(Incident(index, phase, "lost"))
+        raise IntegrityError("no worker returned a product that passes verification")
 
 
 class PlainEngine(_Offloading):
@@ -286,11 +292,12 @@ class ExactEngine(_Offloading):
     ) -> None:
         super().__init__(pool)
         self.repetitions = repetitions
+        self.distinct = len(pool) >= ROLES  # started with a worker per role: keep it that way
 
     @property
     def non_collusion_possible(self) -> bool:
-        """Whether each role has a worker of its own (the condition for hiding values)."""
-        return len(self.pool) >= ROLES
+        """Whether each role has a live worker of its own (the condition for hiding values)."""
+        return len(self.pool.alive()) >= ROLES
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
         return self._product(x, w, "forward"), (x, w)
@@ -318,33 +325,53 @@ class ExactEngine(_Offloading):
         return (exact / (xq.factor * wq.factor)).to(x.dtype)
 
     def _dispatch(self, masked: fieldmask.MaskedProduct, start: int) -> list[torch.Tensor]:
-        """Send role r's pair to worker start + r, then collect and check every part.
+        """Send role r's pair to the r-th live worker from ``start``, then collect and check.
 
         Roles that share a worker travel in one request, so each worker gets one request and
         sends one reply: the coordinator never blocks writing to a worker that is blocked
-        writing its reply back.
+        writing its reply back. Every submitted request is collected before anything is raised,
+        so no reply is left behind to be mistaken for the next one.
         """
+        alive = self.pool.alive()
+        if self.distinct and len(alive) < ROLES:  # fail closed rather than share roles
+            raise Unavailable("exact mode lost a worker: two masked roles would share one")
+        first = alive.index(start) if start in alive else 0
         plans: dict[int, list[int]] = {}
         for role in range(len(masked.pairs)):
-            plans.setdefault((start + role) % len(self.pool), []).append(role)
+            plans.setdefault(alive[(first + role) % len(alive)], []).append(role)
+        submitted, failure = [], None
         for index, roles in plans.items():
-            store: list[tuple[str, np.ndarray]] = []
-            products: list[Product] = []
-            drop: list[str] = []
-            for role in roles:
-                la, ra = (_numpy(t) for t in masked.pairs[role])
-                ids = content_id(la), content_id(ra)
-                store += [(ids[0], la), (ids[1], ra)]
-                products.append(Product(*ids, modular=True))
-                drop += ids
-            self.pool[index].submit(WorkRequest(tuple(store), tuple(products), tuple(drop)))
+            try:
+                self.pool[index].submit(self._role_request(masked, roles))
+                submitted.append(index)
+            except InstanceFailed as exc:
+                failure = failure or exc
         parts: dict[int, torch.Tensor] = {}
-        for index, roles in plans.items():  # every reply, before any check can fail
-            reply = self.pool[index].collect()
-            self.counts.products += len(roles)
+        for index in submitted:
+            try:
+                reply = self.pool[index].collect()
+            except InstanceFailed as exc:
+                failure = failure or exc
+                continue
+            self.counts.products += len(plans[index])
             self.counts.worker_seconds += reply.seconds
-            parts.update(zip(roles, (_tensor(r) for r in reply.results), strict=True))
+            parts.update(zip(plans[index], (_tensor(r) for r in reply.results), strict=True))
+        if failure is not None:
+            raise failure
         for role, (left, right) in enumerate(masked.pairs):
             self.counts.checks += 1
             freivalds.check_mod_p(left, right, parts[role], self.rng, repetitions=self.repetitions)
         return [parts[role] for role in range(len(masked.pairs))]
+
+    @staticmethod
+    def _role_request(masked: fieldmask.MaskedProduct, roles: list[int]) -> WorkRequest:
+        store: list[tuple[str, np.ndarray]] = []
+        products: list[Product] = []
+        drop: list[str] = []
+        for role in roles:
+            la, ra = (_numpy(t) for t in masked.pairs[role])
+            ids = content_id(la), content_id(ra)
+            store += [(ids[0], la), (ids[1], ra)]
+            products.append(Product(*ids, modular=True))
+            drop += ids
+        return WorkRequest(tuple(store), tuple(products), tuple(drop))

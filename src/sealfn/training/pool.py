@@ -47,6 +47,7 @@ class WorkerHandle:
         self._ids = itertools.count(1)
         self._pending: list[int] = []
         self.device = "?"
+        self.lost = False  # the connection broke or went out of step: never used again
 
     def wait_ready(self) -> None:
         """Wait for the worker's HELLO (workers start in parallel; each imports torch)."""
@@ -57,23 +58,30 @@ class WorkerHandle:
 
     def submit(self, request: WorkRequest) -> None:
         """Send a request without waiting; :meth:`collect` returns replies in order."""
+        if self.lost:
+            raise InstanceFailed(f"worker {self.index} was lost earlier")
         request_id = next(self._ids)
         try:
             self.channel.send(request.to_frame(request_id))
         except OSError as exc:
+            self.lost = True
             raise InstanceFailed(f"worker {self.index} connection lost") from exc
         self._pending.append(request_id)
 
     def collect(self) -> WorkReply:
+        """The next reply; InstanceFailed (worker lost, or it answered FAILURE) otherwise."""
         try:
             frame = self.channel.receive()
-        except OSError as exc:
+        except (OSError, ProtocolError) as exc:
+            self.lost = True
             raise InstanceFailed(f"worker {self.index} connection lost") from exc
         if frame is None:
+            self.lost = True
             raise InstanceFailed(f"worker {self.index} closed its connection")
         expected = self._pending.pop(0) if self._pending else None
         if frame.request_id != expected:
-            raise ProtocolError(f"worker {self.index} answered request {frame.request_id}")
+            self.lost = True
+            raise InstanceFailed(f"worker {self.index} answered request {frame.request_id}")
         return WorkReply.from_frame(frame)
 
     def run(self, request: WorkRequest) -> WorkReply:
@@ -110,6 +118,10 @@ class WorkerPool:
 
     def __len__(self) -> int:
         return len(self.workers)
+
+    def alive(self) -> list[int]:
+        """Indices of the workers still connected."""
+        return [worker.index for worker in self.workers if not worker.lost]
 
     def __getitem__(self, index: int) -> WorkerHandle:
         return self.workers[index % len(self.workers)]
