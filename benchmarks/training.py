@@ -14,6 +14,9 @@ SGD with momentum, mini-batches of 64 and 256. Arms, all in one run on the same 
 * ``obfuscated-no-shift``: the same with fresh keys for both backward products;
 * ``exact``: fixed point mod P with four-role additive masks (all roles on the one worker here).
 
+Then the CNN's two convolutions lowered two ways, in-process and forward only: im2col + GEMM
+(what the workers do) vs channel-level keys + conv2d (measured, not implemented in the workers).
+
 Then one square Linear layer (batch 256, width 128 to 2048), forward + backward, local vs plain
 vs obfuscated: the per-product encoding, hashing and Freivalds work is O(mn + np + mp), the
 product O(mnp), so the obfuscation overhead shrinks as layers grow.
@@ -140,6 +143,87 @@ def layer_sweep(pool: WorkerPool, rounds: int, steps: int) -> dict[str, Any]:
     return sweep
 
 
+def im2col_keys(
+    x: torch.Tensor, w: torch.Tensor, rng: Any
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Unfold 3x3 patches (padding 1) and obfuscate the GEMM's operands, as the engines do."""
+    from torch.nn import functional
+
+    from sealfn.training import obfuscation as ob
+    from sealfn.training.keys import MatmulKey
+
+    filters, channels = w.shape[:2]
+    cols = functional.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, channels * 9)
+    key = MatmulKey.draw(cols.shape[0], cols.shape[1], filters, rng)
+    return ob.encode_x(cols, key), ob.encode_w(w.reshape(filters, -1).T, key), key
+
+
+def channel_keys(
+    x: torch.Tensor, w: torch.Tensor, rng: Any
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Permute and scale the batch and channels of x (B, C, H, W) and w (O, C, k, k)."""
+    from sealfn.training.keys import AxisKey
+
+    b, c, o = (AxisKey.draw(n, rng) for n in (x.shape[0], x.shape[1], w.shape[0]))
+    xs = x * b.scale.float()[:, None, None, None] * c.scale.float()[None, :, None, None]
+    ws = w / c.scale.float()[None, :, None, None] * o.scale.float()[:, None, None, None]
+    return xs[b.perm][:, c.perm], ws[o.perm][:, c.perm], (b, o)
+
+
+def conv_lowering(rounds: int) -> dict[str, Any]:
+    """The CNN's two convolutions (batch 256), forward only, in this process: im2col + one GEMM
+    (what sealfn does) against channel-level keys + conv2d (permute/scale batch and channels,
+    keep the spatial layout; not implemented in the workers, measured here only). Bytes are
+    what would cross to a worker (X' and W'); times split into the coordinator's encode + decode
+    and the worker's product."""
+    from torch.nn import functional
+
+    from sealfn.training import obfuscation as ob
+    from sealfn.training.keys import csprng
+
+    rng = csprng()
+    gen = torch.Generator().manual_seed(0)
+    layers = {"conv1 1->16 on 8x8": (1, 16, 8), "conv2 16->32 on 4x4": (16, 32, 4)}
+    out: dict[str, Any] = {}
+    for name, (channels, filters, side) in layers.items():
+        x = torch.randn(SWEEP_BATCH, channels, side, side, generator=gen)
+        w = torch.randn(filters, channels, 3, 3, generator=gen)
+        want = functional.conv2d(x, w, padding=1)
+
+        timings: dict[str, dict[str, float]] = {}
+        for arm in ("im2col", "channel_keys"):
+            encode, product, decode = [], [], []
+            for _ in range(rounds * 3):
+                start = time.perf_counter()
+                encoder = im2col_keys if arm == "im2col" else channel_keys
+                xp, wp, key = encoder(x, w, rng)
+                mid = time.perf_counter()
+                yp = xp @ wp if arm == "im2col" else functional.conv2d(xp, wp, padding=1)
+                end = time.perf_counter()
+                if arm == "im2col":
+                    y = ob.decode_y(yp, key).reshape(SWEEP_BATCH, side * side, filters)
+                    y = y.transpose(1, 2).reshape(want.shape)
+                else:
+                    b, o = key
+                    y = yp[b.inverse][:, o.inverse]
+                    y = y / (
+                        b.scale.float()[:, None, None, None] * o.scale.float()[None, :, None, None]
+                    )
+                encode.append(mid - start)
+                product.append(end - mid)
+                decode.append(time.perf_counter() - end)
+            if not torch.allclose(y, want, rtol=1e-4, atol=1e-4):
+                raise AssertionError(f"{arm} lowering of {name} decodes wrongly")
+            timings[arm] = {
+                "bytes_sent": float(xp.numel() * 4 + wp.numel() * 4),
+                "coordinator_ms": 1e3 * (statistics.median(encode) + statistics.median(decode)),
+                "worker_ms": 1e3 * statistics.median(product),
+            }
+        out[name] = timings
+        print(name, json.dumps(timings))
+    return out
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -209,6 +293,7 @@ def main() -> int:
                 row = results["cases"][case]
                 print(case, {arm: round(row[arm]["median_step_ms"], 2) for arm in ARMS}, flush=True)
         results["linear_sweep"] = layer_sweep(pool, rounds, steps)
+    results["conv_lowering"] = conv_lowering(rounds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, RESULTS / "training.png")
