@@ -11,8 +11,10 @@ everything else (non-linear layers, batch-norm statistics, loss, optimizer) unch
 * :class:`ExactEngine`: fixed point in Z_P with one-time masks split over four worker roles,
   exact Freivalds checks mod P.
 
-A result that fails verification is recomputed, with fresh keys, on the next worker; every such
-incident is recorded, and when every worker fails the step is aborted with ``IntegrityError``.
+A result that fails verification, or a worker that is lost (dies, answers out of turn, refuses),
+makes the verified engines recompute the product with fresh keys on the next live worker; every
+such incident is recorded, and when no worker is left the step is aborted with
+``IntegrityError``.
 """
 
 from __future__ import annotations
