@@ -45,9 +45,9 @@ import torch
 
 from sealfn.training.coordinator import TrainConfig, Trainer, batches
 from sealfn.training.data import digits
+from sealfn.training.exact_engine import ExactEngine
 from sealfn.training.offload import (
     Engine,
-    ExactEngine,
     LocalEngine,
     ObfuscatedEngine,
     PlainEngine,

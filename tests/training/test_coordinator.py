@@ -13,7 +13,8 @@ import torch
 from sealfn.errors import ConfigError, IntegrityError, Unavailable
 from sealfn.training.coordinator import TrainConfig, Trainer, batches, train, worker_pool
 from sealfn.training.data import digits
-from sealfn.training.offload import Engine, ExactEngine, ObfuscatedEngine, OpCounts
+from sealfn.training.exact_engine import ExactEngine
+from sealfn.training.offload import Engine, ObfuscatedEngine, OpCounts
 from sealfn.training.pool import WorkerOptions, WorkerPool
 
 ONE_THREAD = WorkerOptions(threads=1)

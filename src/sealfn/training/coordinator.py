@@ -21,10 +21,9 @@ from torch.nn import functional
 from sealfn.errors import ConfigError, IntegrityError, SealfnError
 from sealfn.training import model
 from sealfn.training.data import Dataset, digits
+from sealfn.training.exact_engine import ROLES, ExactEngine
 from sealfn.training.offload import (
-    ROLES,
     Engine,
-    ExactEngine,
     Incident,
     LocalEngine,
     ObfuscatedEngine,

@@ -8,8 +8,8 @@ everything else (non-linear layers, batch-norm statistics, loss, optimizer) unch
 * :class:`PlainEngine`: operands sent in the clear, results trusted (the insecure baseline).
 * :class:`ObfuscatedEngine`: Tempo's permutation-scaling with a fresh key per product, backward key
   shift (one new encryption per layer backward), Freivalds checks on every result.
-* :class:`ExactEngine`: fixed point in Z_P with one-time masks split over four worker roles,
-  exact Freivalds checks mod P.
+* :class:`~sealfn.training.exact_engine.ExactEngine` (its own module): fixed point in Z_P with
+  one-time masks split over four worker roles, exact Freivalds checks mod P.
 
 A result that fails verification, or a worker that is lost (dies, answers out of turn, refuses),
 makes the verified engines recompute the product with fresh keys on the next live worker; every
@@ -26,15 +26,14 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from sealfn.errors import InstanceFailed, IntegrityError, Unavailable
-from sealfn.training import fieldmask, freivalds
+from sealfn.errors import InstanceFailed, IntegrityError
+from sealfn.training import freivalds
 from sealfn.training import obfuscation as ob
 from sealfn.training.keys import MatmulKey, csprng
 from sealfn.training.pool import WorkerHandle, WorkerPool
 from sealfn.training.wire import Product, WorkRequest, content_id
 
 T = TypeVar("T")
-ROLES = 4  # the exact mode's four masked products
 
 
 @dataclass
@@ -107,15 +106,17 @@ class LocalEngine:
         return (dy @ w.T if need_x else None), (x.T @ dy if need_w else None)
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's bytes for the wire (C order, on the CPU)."""
     return t.detach().contiguous().cpu().numpy()
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
+def to_tensor(a: np.ndarray) -> torch.Tensor:
+    """A received array as a tensor of its own (received arrays are read-only views)."""
     return torch.from_numpy(np.array(a))
 
 
-class _Offloading:
+class Offloading:
     """What the offloading engines share: the pool, round-robin placement, retries, counts."""
 
     def __init__(self, pool: WorkerPool) -> None:
@@ -134,7 +135,7 @@ class _Offloading:
         reply = worker.run(request)
         self.counts.products += len(request.products)
         self.counts.worker_seconds += reply.seconds
-        return [_tensor(result) for result in reply.results]
+        return [to_tensor(result) for result in reply.results]
 
     def _retrying(self, job: Callable[[int], T], start: int, phase: str) -> T:
         """``job(worker index)``, moving on to the next live worker when a result fails
@@ -152,12 +153,12 @@ class _Offloading:
         raise IntegrityError("no worker returned a product that passes verification")
 
 
-class PlainEngine(_Offloading):
+class PlainEngine(Offloading):
     """Operands in the clear, results unchecked: the insecure offloading baseline."""
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
         index = self._place()
-        xa, wa = _numpy(x), _numpy(w)
+        xa, wa = to_numpy(x), to_numpy(w)
         ids = content_id(xa), content_id(wa)
         drop = () if keep else ids
         request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), drop)
@@ -168,7 +169,7 @@ class PlainEngine(_Offloading):
         self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         index, ids = handle
-        request = backward_request(_numpy(dy), ids, need_x, need_w)
+        request = backward_request(to_numpy(dy), ids, need_x, need_w)
         results = iter(self._run(self.pool[index], request))
         return (next(results) if need_x else None), (next(results) if need_w else None)
 
@@ -200,7 +201,7 @@ class _Sent:
     w: torch.Tensor
 
 
-class ObfuscatedEngine(_Offloading):
+class ObfuscatedEngine(Offloading):
     """Tempo MM-obfuscation: fresh keys per product, key-shift backward, Freivalds checks.
 
     ``identity`` draws P = D = I keys: no obfuscation at all. It exists only so tests can prove
@@ -245,7 +246,7 @@ class ObfuscatedEngine(_Offloading):
         key = MatmulKey.draw(x.shape[0], x.shape[1], w.shape[1], self.rng, identity=self.identity)
         xp, wp = ob.encode_x(x, key), ob.encode_w(w, key)
         self.counts.encryptions += 2
-        xa, wa = _numpy(xp), _numpy(wp)
+        xa, wa = to_numpy(xp), to_numpy(wp)
         ids = content_id(xa), content_id(wa)
         request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), () if keep else ids)
         (yp,) = self._run(self.pool[index], request)
@@ -259,7 +260,7 @@ class ObfuscatedEngine(_Offloading):
         """Encrypt dY once; dX' = dY' W'^T and dW' = X'^T dY' reuse the cached X', W'."""
         dyp = ob.encode_dy(dy, sent.key)
         self.counts.encryptions += 1
-        request = backward_request(_numpy(dyp), sent.ids, need_x, need_w)
+        request = backward_request(to_numpy(dyp), sent.ids, need_x, need_w)
         results = iter(self._run(self.pool[sent.worker], request))
         dx = dw = None
         if need_x:
@@ -284,96 +285,3 @@ class ObfuscatedEngine(_Offloading):
     def _check(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
         self.counts.checks += 1
         freivalds.check(a, b, c, self.rng, repetitions=self.repetitions)
-
-
-class ExactEngine(_Offloading):
-    """Fixed point in Z_P, one-time additive masks, four roles on (ideally) four workers."""
-
-    def __init__(
-        self, pool: WorkerPool, *, repetitions: int = freivalds.DEFAULT_REPETITIONS
-    ) -> None:
-        super().__init__(pool)
-        self.repetitions = repetitions
-        self.distinct = len(pool) >= ROLES  # started with a worker per role: keep it that way
-
-    @property
-    def non_collusion_possible(self) -> bool:
-        """Whether each role has a live worker of its own (the condition for hiding values)."""
-        return len(self.pool.alive()) >= ROLES
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
-        return self._product(x, w, "forward"), (x, w)
-
-    def backward(
-        self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, w = handle
-        dx = self._product(dy, w.T, "backward") if need_x else None
-        dw = self._product(x.T, dy, "backward") if need_w else None
-        return dx, dw
-
-    def _product(self, x: torch.Tensor, w: torch.Tensor, phase: str) -> torch.Tensor:
-        bx, bw = fieldmask.bits_for(x.shape[1])
-        xq, wq = fieldmask.quantize(x, bx), fieldmask.quantize(w, bw)
-
-        def job(start: int) -> torch.Tensor:
-            masked = fieldmask.split(xq.values, wq.values, self.rng)
-            self.counts.encryptions += 2
-            parts = self._dispatch(masked, start)
-            self.counts.decryptions += 1
-            return fieldmask.combine(parts)
-
-        exact = self._retrying(job, self._place(), phase)
-        return (exact / (xq.factor * wq.factor)).to(x.dtype)
-
-    def _dispatch(self, masked: fieldmask.MaskedProduct, start: int) -> list[torch.Tensor]:
-        """Send role r's pair to the r-th live worker from ``start``, then collect and check.
-
-        Roles that share a worker travel in one request, so each worker gets one request and
-        sends one reply: the coordinator never blocks writing to a worker that is blocked
-        writing its reply back. Every submitted request is collected before anything is raised,
-        so no reply is left behind to be mistaken for the next one.
-        """
-        alive = self.pool.alive()
-        if self.distinct and len(alive) < ROLES:  # fail closed rather than share roles
-            raise Unavailable("exact mode lost a worker: two masked roles would share one")
-        first = alive.index(start) if start in alive else 0
-        plans: dict[int, list[int]] = {}
-        for role in range(len(masked.pairs)):
-            plans.setdefault(alive[(first + role) % len(alive)], []).append(role)
-        submitted, failure = [], None
-        for index, roles in plans.items():
-            try:
-                self.pool[index].submit(self._role_request(masked, roles))
-                submitted.append(index)
-            except InstanceFailed as exc:
-                failure = failure or exc
-        parts: dict[int, torch.Tensor] = {}
-        for index in submitted:
-            try:
-                reply = self.pool[index].collect()
-            except InstanceFailed as exc:
-                failure = failure or exc
-                continue
-            self.counts.products += len(plans[index])
-            self.counts.worker_seconds += reply.seconds
-            parts.update(zip(plans[index], (_tensor(r) for r in reply.results), strict=True))
-        if failure is not None:
-            raise failure
-        for role, (left, right) in enumerate(masked.pairs):
-            self.counts.checks += 1
-            freivalds.check_mod_p(left, right, parts[role], self.rng, repetitions=self.repetitions)
-        return [parts[role] for role in range(len(masked.pairs))]
-
-    @staticmethod
-    def _role_request(masked: fieldmask.MaskedProduct, roles: list[int]) -> WorkRequest:
-        store: list[tuple[str, np.ndarray]] = []
-        products: list[Product] = []
-        drop: list[str] = []
-        for role in roles:
-            la, ra = (_numpy(t) for t in masked.pairs[role])
-            ids = content_id(la), content_id(ra)
-            store += [(ids[0], la), (ids[1], ra)]
-            products.append(Product(*ids, modular=True))
-            drop += ids
-        return WorkRequest(tuple(store), tuple(products), tuple(drop))
