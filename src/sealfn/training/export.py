@@ -19,10 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sealfn.errors import ModelError
 from sealfn.sealed_model import generate_model_key, seal_model
 from sealfn.tee import TeeBackend, report_data
-from sealfn.workloads.models import _quiet_exporter  # the exporter's noise, silenced once
+from sealfn.torch_onnx import export_onnx
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -40,19 +39,7 @@ class SealedOutput:
 def to_onnx(net: nn.Sequential, features: int) -> bytes:
     """The eval-mode float32 network as one self-contained ONNX model."""
     exported = copy.deepcopy(net).float().eval()
-    sample = (torch.zeros(2, features),)
-    with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(
-            exported,
-            sample,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            verbose=False,
-        )
-    if program is None:
-        raise ModelError("torch.onnx.export returned no program")
-    return program.model_proto.SerializeToString()  # type: ignore[no-any-return]
+    return export_onnx(exported, (torch.zeros(2, features),), [INPUT_NAME], [OUTPUT_NAME])
 
 
 def seal(onnx: bytes, out_dir: Path, model_id: str) -> SealedOutput:

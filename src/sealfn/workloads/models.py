@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
-import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sealfn.errors import ModelError
+from sealfn.torch_onnx import export_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -263,35 +261,7 @@ def _export(net: torch.nn.Module, example: ExampleModel, seed: int) -> None:
     import torch
 
     inputs = (torch.from_numpy(example.sample(batch=1, seed=seed)),)
-    with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(
-            net,
-            inputs,
-            input_names=[example.input_name],
-            output_names=[_OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            verbose=False,
-        )
-    if program is None:
-        raise ModelError(f"torch.onnx.export returned no program for {example.name}")
-    # The in-memory proto holds every initializer inline, so its bytes are one self-contained file
-    # (exporting straight to a path would spill the weights into ``<file>.data``).
-    _write_atomic(example.path, program.model_proto.SerializeToString())
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Keep the exporter's prints, warnings and log lines (e.g. "torchvision is not installed")
-    off the caller's terminal, so a CLI's output stays clean and ``filterwarnings=error`` holds."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    _write_atomic(example.path, export_onnx(net, inputs, [example.input_name], [_OUTPUT_NAME]))
 
 
 # --- cache ----------------------------------------------------------------------------------

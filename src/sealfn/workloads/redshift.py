@@ -155,22 +155,10 @@ def export(net: Any, path: Path) -> Path:
     """The trained model as ONNX (inputs ``image`` and ``mags``, output ``redshift``)."""
     import torch
 
-    from sealfn.workloads.models import _quiet_exporter
+    from sealfn.torch_onnx import export_onnx
 
     example = (torch.zeros(1, 5, SIZE, SIZE), torch.zeros(1, 5))
-    batch = torch.export.Dim("batch")
-    with _quiet_exporter(), torch.no_grad():
-        program = torch.onnx.export(
-            net,
-            example,
-            input_names=["image", "mags"],
-            output_names=["redshift"],
-            dynamic_shapes=({0: batch}, {0: batch}),
-            verbose=False,
-        )
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    path.write_bytes(program.model_proto.SerializeToString())
+    path.write_bytes(export_onnx(net, example, ["image", "mags"], ["redshift"]))
     return path
 
 
