@@ -178,6 +178,13 @@ def build_ragged(path: Path) -> Path:
     return _save(graph, path)
 
 
+def assert_clean_refusal(reply: httpx.Response) -> None:
+    """A hostile request's answer: a success, or a 4xx whose JSON names the reason; never 5xx."""
+    assert reply.status_code < 500, reply.text
+    if reply.status_code >= 400:
+        assert reply.json()["error"], "a refusal names its reason"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -21,6 +21,7 @@ from keyservice_harness import MODEL, Harness, serve
 
 from sealfn.keyservice.app import create_app
 from sealfn.keyservice.auth import PRINCIPAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from sealfn_testing import assert_clean_refusal
 
 FUZZ = settings(
     max_examples=150,
@@ -81,12 +82,6 @@ def _rows(db: Path) -> dict[str, int]:
         return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
-def _check(reply: httpx.Response) -> None:
-    assert reply.status_code < 500, reply.text
-    if reply.status_code >= 400:
-        assert reply.json()["error"], "a refusal names its reason"
-
-
 @FUZZ
 @given(
     route=st.sampled_from(ROUTES),
@@ -116,7 +111,7 @@ def test_unsigned_hostile_calls_are_refused_and_write_nothing(
     method, template = route
     path = template.format(m=model, u=user)
     params = {"nonce": query} if query is not None else None
-    _check(http.request(method, path, content=body, headers=headers, params=params))
+    assert_clean_refusal(http.request(method, path, content=body, headers=headers, params=params))
     if method != "POST" or template != "/v1/attest/challenge":
         assert _rows(harness.db) == before  # a refused or read-only call changes no table
 
@@ -134,7 +129,7 @@ def test_signed_hostile_bodies_get_a_clear_4xx(
     path = template.format(m=MODEL, u=user)
     call = harness.owner.sign(method, path, body, now=harness.clock())
     reply = http.request(method, path, content=body, headers=call.headers())
-    _check(reply)
+    assert_clean_refusal(reply)
 
 
 def test_unknown_routes_answer_in_json(http: httpx.Client) -> None:
