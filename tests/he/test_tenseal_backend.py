@@ -14,7 +14,7 @@ from sealfn.he.plan import Plan, cost
 from sealfn.he.tenseal_backend import SECRET_MAGIC, TensealBackend, TensealKeys
 
 BACKEND = TensealBackend()
-LOGIT_TOLERANCE = 1e-2  # absolute, on logits of magnitude ≤ ~10 (measured error ~5e-4)
+LOGIT_TOLERANCE = 1e-2  # absolute, on logits of magnitude ≤ ~10 (measured ≤ 1.4e-3, N=8192)
 
 
 def test_encrypted_inference_equals_the_plaintext_plan(

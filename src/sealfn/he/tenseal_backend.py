@@ -22,11 +22,12 @@ from sealfn.he.backend import key_id
 from sealfn.he.params import CkksParams
 from sealfn.he.plan import INPUT, Add, Linear, Plan, Square, Steps, bsgs_steps, cost, diagonals
 
-# Relative disagreement allowed between the replicated copies of a decrypted vector. An honest
-# result's copies differ by CKKS noise only (~1e-5 relative here); a ciphertext decrypted under
-# the wrong key, or computed with someone else's evaluation keys, decrypts to noise of the size
-# of the modulus, whose copies disagree wildly.
-REPLICA_TOLERANCE = 1e-2
+# Disagreement allowed between the replicated copies of a decrypted vector, relative to
+# 1 + max|value|. An honest result's copies differ by CKKS noise only (measured: 3e-3 on logits
+# of ~0.8 at N=8192 with a 25-bit scale); a ciphertext decrypted under the wrong key, or computed
+# with someone else's evaluation keys, decrypts to noise of the size of the modulus (measured:
+# copies 3.5e4 apart).
+REPLICA_TOLERANCE = 5e-2
 PREPARED_PLANS = 4  # plans whose diagonals an evaluator keeps (an instance serves one)
 SECRET_MAGIC = b"SFHE-SK1"  # the user's key file: secret context, then the evaluation keys
 _LENGTH = struct.Struct(">Q")
