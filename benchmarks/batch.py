@@ -1,6 +1,6 @@
 """Batch inference throughput: the batch job on 1, 2 and 4 instances vs one plain process.
 
-Usage: ``.venv/bin/python benchmarks/batch.py [--quick] [--ray]``. Writes
+Usage: ``.venv/bin/python benchmarks/batch.py [--quick] [--ray] [--records N]``. Writes
 ``benchmarks/results/batch.json`` and ``batch.png``.
 
 Workload: a seeded ONNX MLP (256 -> 2048 -> 2048 -> 16, ReLU; 4.7 M multiply-adds per record)
@@ -171,12 +171,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ray", action="store_true")
+    parser.add_argument("--records", type=int, default=None, help="default 131072 (quick 16384)")
     parser.add_argument("--single", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
         single_process(*args.single)
         return 0
-    records = 16384 if args.quick else 131072
+    records = args.records or (16384 if args.quick else 131072)
     with tempfile.TemporaryDirectory(prefix="sealfn-bench-batch-") as tmp:
         folder = Path(tmp)
         model = build_model(folder / "mlp.onnx")
