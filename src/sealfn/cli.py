@@ -1,4 +1,5 @@
-"""The `sealfn` command line: serve, deploy, invoke, status, undeploy, demo."""
+"""The `sealfn` command line: serve, deploy, invoke, status, undeploy; keyservice, principal,
+model, enclave (sealed inference); he (encrypted inference); train; batch; demo."""
 
 from __future__ import annotations
 
