@@ -78,16 +78,19 @@ class Order:
     @classmethod
     def from_bytes(cls, line: bytes) -> Order:
         raw = _load(line)
-        host, port = raw["rendezvous"]
-        return cls(
-            int(raw["round"]),
-            str(raw["group"]),
-            (str(host), int(port)),
-            int(raw["rank"]),
-            int(raw["size"]),
-            tuple(Partition.from_json(p) for p in raw["partitions"]),
-            bool(raw["final"]),
-        )
+        try:
+            host, port = raw["rendezvous"]
+            return cls(
+                int(raw["round"]),
+                str(raw["group"]),
+                (str(host), int(port)),
+                int(raw["rank"]),
+                int(raw["size"]),
+                tuple(Partition.from_json(p) for p in raw["partitions"]),
+                bool(raw["final"]),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ProtocolError("malformed batch order") from exc
 
 
 class EventKind(enum.Enum):
@@ -139,7 +142,7 @@ class Event:
                 int(raw["loads"]),
                 str(raw["detail"]),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise ProtocolError("malformed batch event") from exc
 
 

@@ -51,8 +51,11 @@ class Register:
     @classmethod
     def from_bytes(cls, line: bytes) -> Register:
         raw = _load(line)
-        endpoint = Endpoint.from_json(raw["endpoint"])
-        return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), endpoint)
+        try:
+            endpoint = Endpoint.from_json(raw["endpoint"])
+            return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), endpoint)
+        except (KeyError, ValueError, TypeError) as exc:  # a registration from any local process
+            raise ProtocolError("malformed rendezvous registration") from exc
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,10 @@ class PeerTable:
     @classmethod
     def from_bytes(cls, line: bytes) -> PeerTable:
         raw = _load(line)
-        return cls(tuple(Endpoint.from_json(e) for e in raw["endpoints"]))
+        try:
+            return cls(tuple(Endpoint.from_json(e) for e in raw["endpoints"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ProtocolError("malformed rendezvous peer table") from exc
 
 
 def _load(line: bytes) -> dict[str, Any]:

@@ -104,7 +104,10 @@ class WorkReply:
             raise ProtocolError(f"expected a RESULT frame, got {frame.kind.name}")
         refs = tensors_from_json(frame.meta.get("results", []))
         results = tuple(read_tensor(ref, frame.payload, None) for ref in refs)
-        return cls(results, float(frame.meta.get("seconds", 0.0)))
+        seconds = frame.meta.get("seconds", 0.0)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ProtocolError("malformed compute time in a work reply")  # an untrusted worker
+        return cls(results, float(seconds))
 
 
 class FrameSocket:
