@@ -10,10 +10,10 @@ import enum
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from sealfn.batch.partitions import Partition
 from sealfn.errors import ProtocolError
+from sealfn.ipc import jsonline
 
 VERSION = 1
 
@@ -38,7 +38,7 @@ class WorkerSpec:
 
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
-        raw = _load(text.encode())
+        raw = jsonline.load(text.encode(), VERSION, "batch control message")
         raw.pop("v")
         try:
             model, data, checkpoints = (Path(raw.pop(k)) for k in ("model", "data", "checkpoints"))
@@ -77,7 +77,7 @@ class Order:
 
     @classmethod
     def from_bytes(cls, line: bytes) -> Order:
-        raw = _load(line)
+        raw = jsonline.load(line, VERSION, "batch control message")
         try:
             host, port = raw["rendezvous"]
             return cls(
@@ -129,7 +129,7 @@ class Event:
 
     @classmethod
     def from_bytes(cls, line: bytes) -> Event:
-        raw = _load(line)
+        raw = jsonline.load(line, VERSION, "batch control message")
         try:
             return cls(
                 EventKind(raw["kind"]),
@@ -144,13 +144,3 @@ class Event:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise ProtocolError("malformed batch event") from exc
-
-
-def _load(line: bytes) -> dict[str, Any]:
-    try:
-        raw = json.loads(line)
-    except ValueError as exc:
-        raise ProtocolError("malformed batch control message") from exc
-    if not isinstance(raw, dict) or raw.get("v") != VERSION:
-        raise ProtocolError("unsupported batch control message version")
-    return raw

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sealfn.errors import PeerLost, ProtocolError
+from sealfn.ipc import jsonline
 
 VERSION = 1
 Address = tuple[str, int]
@@ -50,7 +51,7 @@ class Register:
 
     @classmethod
     def from_bytes(cls, line: bytes) -> Register:
-        raw = _load(line)
+        raw = jsonline.load(line, VERSION, "rendezvous message")
         try:
             endpoint = Endpoint.from_json(raw["endpoint"])
             return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), endpoint)
@@ -68,21 +69,11 @@ class PeerTable:
 
     @classmethod
     def from_bytes(cls, line: bytes) -> PeerTable:
-        raw = _load(line)
+        raw = jsonline.load(line, VERSION, "rendezvous message")
         try:
             return cls(tuple(Endpoint.from_json(e) for e in raw["endpoints"]))
         except (KeyError, ValueError, TypeError) as exc:
             raise ProtocolError("malformed rendezvous peer table") from exc
-
-
-def _load(line: bytes) -> dict[str, Any]:
-    try:
-        raw = json.loads(line)
-    except ValueError as exc:
-        raise ProtocolError("malformed rendezvous message") from exc
-    if not isinstance(raw, dict) or raw.get("v") != VERSION:
-        raise ProtocolError("unsupported rendezvous message version")
-    return raw
 
 
 class _Groups:
