@@ -178,6 +178,32 @@ def build_ragged(path: Path) -> Path:
     return _save(graph, path)
 
 
+def start_keyservice(folder: Path, platform: Path, port: int) -> subprocess.Popen[bytes]:
+    """`python -m sealfn.keyservice` (simulated enclaves accepted) with its store in ``folder``,
+    logging to ``folder/keyservice.log``; returns once /health answers."""
+    command = [
+        sys.executable, "-m", "sealfn.keyservice", f"--port={port}", f"--db={folder / 'ks.db'}",
+        "--accept-simulated", f"--platform-dir={platform}", "--log-level=warning",
+    ]  # fmt: skip
+    with (folder / "keyservice.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the KeyService exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        return False
+
+    try:
+        wait_until(up, 30, "the KeyService")
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
 def assert_clean_refusal(reply: httpx.Response) -> None:
     """A hostile request's answer: a success, or a 4xx whose JSON names the reason; never 5xx."""
     assert reply.status_code < 500, reply.text

@@ -5,14 +5,10 @@ never hold the model's weights, a record or a result in plaintext."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,7 +24,7 @@ from sealfn.keyservice.client import KeyServiceClient
 from sealfn.keyservice.principal import Principal, PrincipalKind
 from sealfn.sealed_model import generate_model_key, seal_model
 from sealfn.tee.simulated import SimulatedPlatform
-from sealfn_testing import Models, free_port, wait_until
+from sealfn_testing import Models, free_port, start_keyservice
 
 MODEL = "batch-mlp"
 Reference = Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -52,20 +48,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Iterator[
     root_key = SimulatedPlatform.load_or_create(platform).root_public_key()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable, "-m", "sealfn.keyservice", f"--port={port}", f"--db={root / 'ks.db'}",
-        "--accept-simulated", f"--platform-dir={platform}", "--log-level=warning",
-    ]  # fmt: skip
-    with (root / "keyservice.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = start_keyservice(root, platform, port)
     try:
-
-        def up() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            return False
-
-        wait_until(up, 30, "the KeyService")
         ks = KeyServiceClient(url)
         policy = Policy(None, accept_simulated=True, trusted_simulated_roots=frozenset({root_key}))
         owner = Principal.generate("acme", PrincipalKind.OWNER)

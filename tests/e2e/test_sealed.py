@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sealfn.sealed_model import generate_model_key, seal_model
 from sealfn.sealed_request import CONTENT_TYPE, seal_inference
 from sealfn.tee.simulated import SimulatedPlatform
 from sealfn_testing import Models, Server, free_port, launch, stop_cleanly, wait_until
+from sealfn_testing import start_keyservice as start_keyservice_process
 
 MODEL = "sealed-mlp"
 
@@ -50,33 +50,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Iterator[
     platform = root / "platform"
     root_key = SimulatedPlatform.load_or_create(platform).root_public_key()
     port = free_port()
-    ks_log = (root / "keyservice.log").open("wb")
     url = f"http://127.0.0.1:{port}"
     processes: list[subprocess.Popen[bytes]] = []
 
-    def up() -> bool:
-        with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        return False
-
     def start_keyservice() -> None:
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sealfn.keyservice",
-                    f"--port={port}",
-                    f"--db={root / 'ks.db'}",
-                    "--accept-simulated",
-                    f"--platform-dir={platform}",
-                    "--log-level=warning",
-                ],
-                stdout=ks_log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        wait_until(up, 30, "the KeyService")
+        processes.append(start_keyservice_process(root, platform, port))
 
     def stop_keyservice() -> None:
         for process in processes:
@@ -112,7 +90,6 @@ def world(tmp_path_factory: pytest.TempPathFactory, models: Models) -> Iterator[
         ks.close()
         stop_cleanly(server)
         stop_keyservice()
-        ks_log.close()
 
 
 def _x(seed: int = 0) -> np.ndarray:
