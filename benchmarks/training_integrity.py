@@ -14,7 +14,6 @@ largest entry, delta swept down to the rounding level, where detection must fall
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +22,12 @@ import torch
 from sealfn.errors import IntegrityError
 from sealfn.training import freivalds
 from sealfn.training.keys import csprng
+from sealfn.training.tampering import Tamper, one_entry, scaled, stale, swapped_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRIALS = 1000
 HONEST = 5000
 DELTAS = {"float32": (1e-3, 1e-4, 1e-5, 1e-6), "float64": (1e-9, 1e-11, 1e-13, 1e-14)}
-Tamper = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]
 
 
 def operands(rng: np.random.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,41 +43,6 @@ def passes(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Gen
     except IntegrityError:
         return False
     return True
-
-
-def one_entry(delta: float) -> Tamper:
-    def tamper(
-        a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-    ) -> torch.Tensor:
-        out = c.clone()
-        out[int(rng.integers(c.shape[0])), int(rng.integers(c.shape[1]))] += delta * float(
-            c.abs().max()
-        )
-        return out
-
-    return tamper
-
-
-def scaled(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    return c * (1 + 1e-3)
-
-
-def swapped(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    i, k = rng.choice(c.shape[0], size=2, replace=False)
-    out = c.clone()
-    out[[i, k]] = c[[k, i]]
-    return out
-
-
-def stale(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    update = torch.from_numpy(rng.standard_normal(tuple(b.shape))).to(b.dtype) * 1e-2
-    return a @ (b - update * b.abs().max())
 
 
 def caught(tamper: Tamper, dtype: torch.dtype, rng: np.random.Generator) -> int:
@@ -103,7 +67,7 @@ def main() -> int:
         for _ in range(HONEST):
             a, b = operands(rng, dtype)
             alarms += not passes(a, b, a @ b, rng)
-        kinds = {"one_entry_1e-3": one_entry(1e-3), "scaled": scaled, "swapped_rows": swapped}
+        kinds = {"one_entry_1e-3": one_entry(1e-3), "scaled": scaled, "swapped_rows": swapped_rows}
         kinds["stale"] = stale
         row = {
             "false_alarms": alarms,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 import torch
@@ -12,10 +10,10 @@ from sealfn.errors import IntegrityError
 from sealfn.training import freivalds
 from sealfn.training.kernels import P, matmul_mod_p
 from sealfn.training.keys import csprng
+from sealfn.training.tampering import Tamper, one_entry, scaled, stale, swapped_rows
 
 TRIALS = 1000
 HONEST = 10_000
-Tamper = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]
 
 
 def _operands(rng: np.random.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,38 +32,6 @@ def _passes(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Ge
     return True
 
 
-def _one_entry(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    out = c.clone()
-    i, j = int(rng.integers(c.shape[0])), int(rng.integers(c.shape[1]))
-    out[i, j] += 1e-3 * float(c.abs().max())  # a 0.1% error in one of the m·p entries
-    return out
-
-
-def _scaled(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    return c * (1 + 1e-3)
-
-
-def _swapped_rows(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    i, k = rng.choice(c.shape[0], size=2, replace=False)
-    out = c.clone()
-    out[[i, k]] = c[[k, i]]
-    return out
-
-
-def _stale(
-    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator
-) -> torch.Tensor:
-    """The product of the previous step's operands: the weights moved by one small SGD update."""
-    update = torch.from_numpy(rng.standard_normal(tuple(b.shape))).to(b.dtype) * 1e-2
-    return a @ (b - update * b.abs().max())
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_honest_products_never_fail(dtype: torch.dtype) -> None:
     rng = csprng()
@@ -76,7 +42,7 @@ def test_honest_products_never_fail(dtype: torch.dtype) -> None:
     assert alarms == 0
 
 
-@pytest.mark.parametrize("tamper", [_one_entry, _scaled, _swapped_rows, _stale])
+@pytest.mark.parametrize("tamper", [one_entry(1e-3), scaled, swapped_rows, stale])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_tampering_is_caught(tamper: Tamper, dtype: torch.dtype) -> None:
     rng = csprng()
