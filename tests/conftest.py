@@ -109,3 +109,16 @@ def deploy(server: Server, request: pytest.FixtureRequest) -> Iterator[Callable[
     for name in names:
         with contextlib.suppress(NotFound):
             server.client.undeploy(name)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray cluster for the whole session (fractional CPUs: 2-core machines); skips the
+    test when the optional Ray extra is not installed (`make test-ray` installs it)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()

@@ -19,18 +19,6 @@ def rendezvous_server() -> Iterator[RendezvousServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[Any]:
-    """A local Ray cluster for the whole session (fractional CPUs: 2-core machines)."""
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def ray_factory() -> ChannelFactory:
     from sealfn.collective.raychannel import RayChannel, create_mailbox
 
