@@ -15,6 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from targets import Target
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "benchmarks" / "results"
@@ -26,7 +30,7 @@ def main() -> int:
     from targets import TARGETS
 
     args = _args(sorted(TARGETS))
-    results = [_run(name, TARGETS[name].seeds, args) for name in args.targets.split(",")]
+    results = [_run(name, TARGETS[name], args) for name in args.targets.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "fuzz.json"
     earlier = json.loads(path.read_text())["targets"] if path.exists() else []
@@ -55,13 +59,14 @@ def _args(names: list[str]) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _run(name: str, seeds: tuple[bytes, ...], args: argparse.Namespace) -> dict[str, object]:
+def _run(name: str, target: Target, args: argparse.Namespace) -> dict[str, object]:
     corpus = HERE / "corpus" / name
     artifacts = HERE / "artifacts" / name
     corpus.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    for i, seed in enumerate(seeds):
+    for i, seed in enumerate(target.seeds):
         (corpus / f"seed-{i}").write_bytes(seed)
+    dictionary = [f"-dict={HERE / 'dicts' / target.dictionary}"] if target.dictionary else []
     command = [
         sys.executable,
         str(HERE / "harness.py"),
@@ -71,6 +76,7 @@ def _run(name: str, seeds: tuple[bytes, ...], args: argparse.Namespace) -> dict[
         "-rss_limit_mb=2048",
         "-max_len=65536",
         f"-artifact_prefix={artifacts}/",
+        *dictionary,
         str(corpus),
     ]
     started = time.monotonic()

@@ -13,12 +13,23 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from sealfn import oip
+from sealfn.batch.messages import Event, EventKind, Order
+from sealfn.batch.partitions import Partition
+from sealfn.batch.results import PartitionResult
+from sealfn.collective.payload import Bundle, decode, encode
+from sealfn.collective.rendezvous import Endpoint, PeerTable, Register
 from sealfn.envelope import ReplayGuard, generate_keypair, open_request, peek_header, seal_request
 from sealfn.envelope.session import SessionCache, start_session
-from sealfn.errors import EnvelopeError, InvalidInput, SealfnError
+from sealfn.errors import EnvelopeError, InvalidInput, ProtocolError, SealfnError
+from sealfn.he.protocol import HeMessage, peek_key_id
+from sealfn.he.protocol import Kind as HeKind
+from sealfn.ipc.frames import LENGTH, Frame
 from sealfn.keyservice import wire
 from sealfn.sealed_model import generate_model_key, open_model, read_header, seal_model
+from sealfn.training.wire import WorkReply
 
 NOW = 1_800_000_000.0
 _KEYPAIR = generate_keypair()
@@ -32,6 +43,7 @@ class Target:
     run: Callable[[bytes], object]
     allowed: tuple[type[BaseException], ...]
     seeds: tuple[bytes, ...]
+    dictionary: str = ""  # a libFuzzer dictionary in fuzz/dicts/, for text formats
 
 
 def _oip(data: bytes) -> object:
@@ -93,6 +105,89 @@ def _envelope_seeds() -> tuple[bytes, ...]:
     return (sealed,)
 
 
+# --- wire formats of collectives, batch jobs, HE and training ----------------------------------
+
+_ARRAYS = (
+    np.arange(6, dtype=np.float32).reshape(2, 3),
+    np.array(3.5),  # 0-d
+    np.zeros((0, 4), dtype=np.int64),  # zero-length
+    np.array([True, False]),
+)
+
+
+def _collective_payload(data: bytes) -> object:
+    return decode(data)
+
+
+def _collective_bundle(data: bytes) -> object:
+    """A gather's bundle, and every payload in it (what the receiving rank does next)."""
+    return [decode(b"".join(pieces)) for _, pieces in Bundle.from_bytes(data).parts]
+
+
+def _bundle_seeds() -> tuple[bytes, ...]:
+    parts = tuple((rank, (encode(a),)) for rank, a in enumerate(_ARRAYS))
+    return (Bundle(parts).to_bytes(), Bundle(((7, (encode(b"raw bytes"),)),)).to_bytes())
+
+
+def _batch_result(data: bytes) -> object:
+    return PartitionResult.from_bytes(data)
+
+
+def _any_of(*parsers: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    """Every parser sees the bytes; the input is refused if all of them refuse it."""
+
+    def run(data: bytes) -> object:
+        parsed, refusal = [], None
+        for parse in parsers:
+            try:
+                parsed.append(parse(data))
+            except SealfnError as exc:
+                refusal = exc
+        if not parsed and refusal is not None:
+            raise refusal
+        return parsed
+
+    return run
+
+
+# A line the rendezvous server reads (a registration) and one a rank reads (the peer table).
+_rendezvous = _any_of(Register.from_bytes, PeerTable.from_bytes)
+
+
+_ENDPOINTS = (Endpoint(("127.0.0.1", 40411), "host-a", "sealfn-r0"), Endpoint(("::1", 9)))
+
+
+# A line an instance reads (an order) and one the job's root reads (an event).
+_batch_control = _any_of(Order.from_bytes, Event.from_bytes)
+
+
+def _batch_control_seeds() -> tuple[bytes, ...]:
+    parts = (Partition(0, 0, 100), Partition(5, 500, 512))
+    return (
+        Order(2, "job-r2", ("127.0.0.1", 40411), 1, 3, parts, final=False).to_bytes(),
+        Event(EventKind.PARTITION, "i-1", 5, True, NOW, NOW + 0.25).to_bytes(),
+        Event(EventKind.ROUND_END, "i-2", ok=False, detail="group broke").to_bytes(),
+    )
+
+
+# The gateway's key-id peek, the instance's parse of a request, the client's parse of a reply.
+_he_message = _any_of(
+    peek_key_id,
+    lambda data: HeMessage.from_bytes(data, HeKind.REQUEST),
+    lambda data: HeMessage.from_bytes(data, HeKind.REPLY),
+)
+
+
+def _worker_reply(data: bytes) -> object:
+    """A frame body from an (untrusted) training worker, as the coordinator decodes it."""
+    return WorkReply.from_frame(Frame.from_bytes(data))
+
+
+def _worker_reply_seeds() -> tuple[bytes, ...]:
+    replies = (WorkReply((_ARRAYS[0], np.ones((3, 2))), 0.5), WorkReply((), 2))
+    return tuple(r.to_frame(i).to_bytes()[LENGTH.size :] for i, r in enumerate(replies))
+
+
 TARGETS = {
     t.name: t
     for t in (
@@ -110,6 +205,37 @@ TARGETS = {
             _keyservice_body,
             (SealfnError,),
             (json.dumps({"model_id": "m", "public_key": "AAAA", "nonce": "00ff"}).encode(),),
+            "json.dict",
         ),
+        Target(
+            "collective_payload",
+            _collective_payload,
+            (ProtocolError,),
+            (*(encode(a) for a in _ARRAYS), encode(b"raw bytes")),
+        ),
+        Target("collective_bundle", _collective_bundle, (ProtocolError,), _bundle_seeds()),
+        Target(
+            "batch_result",
+            _batch_result,
+            (ProtocolError,),
+            (PartitionResult(3, (("y", _ARRAYS[0]), ("mask", _ARRAYS[3]))).to_bytes(),),
+        ),
+        Target(
+            "rendezvous",
+            _rendezvous,
+            (ProtocolError,),
+            (Register("job-r2", 1, 2, _ENDPOINTS[0]).to_bytes(), PeerTable(_ENDPOINTS).to_bytes()),
+            "json.dict",
+        ),
+        Target(
+            "batch_control", _batch_control, (ProtocolError,), _batch_control_seeds(), "json.dict"
+        ),
+        Target(
+            "he_message",
+            _he_message,
+            (InvalidInput,),
+            tuple(HeMessage(k, "ab" * 32, b"ciphertext").to_bytes() for k in HeKind),
+        ),
+        Target("worker_reply", _worker_reply, (SealfnError,), _worker_reply_seeds(), "json.dict"),
     )
 }

@@ -26,3 +26,42 @@ def test_seeds_are_accepted_and_corruption_is_refused_cleanly(name: str) -> None
         refusal = pytest.raises(target.allowed) if name in AUTHENTICATED else None
         with refusal or contextlib.suppress(*target.allowed):
             target.run(bytes(corrupted))
+
+
+DEEP = b'{"v": 1, "endpoints": ' + b"[" * 100_000 + b"\n"
+FOUND = [  # each raised a foreign exception before its fix (found fuzzing, or reading the parsers)
+    ("collective_payload", b"\x01\x01\x03,f8" + b"\x00" * 7 + b"\x0c@"),  # SyntaxError from numpy
+    ("batch_result", b"\x01\x03\x00\x00\x00\x01\x00\x01\x00y\x0f" + b"\x00" * 7
+     + b"\x01\x01\x03<07\x00" + b"\x00" * 8),  # numpy dtype "<07": SyntaxError
+    ("rendezvous", b'{"v": 1, "endpoints": [[["h", 1e9999], "", ""]]}\n'),  # int(inf)
+    ("rendezvous", b'{"v": 1, "group": "g", "rank": 1e999, "size": 2, '
+     b'"endpoint": [["h", 1], "", ""]}\n'),
+    ("rendezvous", DEEP),  # RecursionError
+    ("batch_control", b'{"v": 1, "round": 2, "group": "j", "rendezvous": ["h", 1], '
+     b'"rank": 11e999, "size": 3, "partitions": [], "final": false}\n'),
+    ("batch_control", b'{"v": 1, "kind": "loaded", "instance": "i", "partition": 0, '
+     b'"computed": true, "started": 1' + b"0" * 400 + b', "finished": 0, "ok": true, '
+     b'"loads": 0, "detail": ""}\n'),  # float(10**400)
+]  # fmt: skip
+
+
+def _frame(meta: bytes, payload: bytes = b"") -> bytes:
+    from sealfn.ipc.frames import HEADER, VERSION, Kind
+
+    return HEADER.pack(VERSION, Kind.RESULT, 0, 1, len(meta)) + meta + payload
+
+
+FOUND += [
+    ("worker_reply", _frame(b'{"results": [["0", "<f4", [1], 0, 1e999, 4]]}', b"\x00" * 4)),
+    ("worker_reply", _frame(b"[" * 100_000)),  # RecursionError in the frame's meta
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"), FOUND, ids=[f"{n}-{i}" for i, (n, _) in enumerate(FOUND)]
+)
+def test_inputs_the_fuzzers_found_are_refused_cleanly(name: str, data: bytes) -> None:
+    target = TARGETS[name]
+    with pytest.raises(target.allowed) as refused:
+        target.run(data)
+    assert "malformed" in str(refused.value)

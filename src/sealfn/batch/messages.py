@@ -89,7 +89,7 @@ class Order:
                 tuple(Partition.from_json(p) for p in raw["partitions"]),
                 bool(raw["final"]),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:  # int(1e999)
             raise ProtocolError("malformed batch order") from exc
 
 
@@ -142,5 +142,5 @@ class Event:
                 int(raw["loads"]),
                 str(raw["detail"]),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:  # float(10**400)
             raise ProtocolError("malformed batch event") from exc

@@ -77,7 +77,8 @@ def decode(data: Buffer) -> Value:
         shape = tuple(_DIM.unpack_from(view, at + i * _DIM.size)[0] for i in range(ndim))
         at += ndim * _DIM.size
         array = np.frombuffer(view[at:], dtype=dtype).reshape(shape)
-    except (struct.error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (struct.error, ValueError, TypeError, SyntaxError, UnicodeDecodeError) as exc:
+        # SyntaxError: numpy parses a dtype string like ",f8" as a comma-separated record
         raise ProtocolError("malformed collective payload") from exc
     return array if array.flags.writeable else array.copy()
 

@@ -55,7 +55,8 @@ class Register:
         try:
             endpoint = Endpoint.from_json(raw["endpoint"])
             return cls(str(raw["group"]), int(raw["rank"]), int(raw["size"]), endpoint)
-        except (KeyError, ValueError, TypeError) as exc:  # a registration from any local process
+        # a registration from any local process; OverflowError: int(1e999)
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise ProtocolError("malformed rendezvous registration") from exc
 
 
@@ -72,7 +73,7 @@ class PeerTable:
         raw = jsonline.load(line, VERSION, "rendezvous message")
         try:
             return cls(tuple(Endpoint.from_json(e) for e in raw["endpoints"]))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise ProtocolError("malformed rendezvous peer table") from exc
 
 

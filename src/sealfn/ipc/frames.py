@@ -87,7 +87,7 @@ class Frame:
         try:
             meta = json.loads(bytes(body[HEADER.size : end])) if meta_len else {}
             frame = cls(Kind(kind), request_id, meta, body[end:])
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep JSON
             raise ProtocolError(f"malformed frame of kind {kind}") from exc
         if not isinstance(meta, dict):
             raise ProtocolError(f"frame meta of kind {kind} is not a JSON object")
@@ -101,5 +101,5 @@ def tensors_to_json(refs: tuple[TensorRef, ...]) -> list[list[Any]]:
 def tensors_from_json(raw: list[list[Any]]) -> tuple[TensorRef, ...]:
     try:
         return tuple(TensorRef.from_json(item) for item in raw)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(1e999)
         raise ProtocolError("malformed tensor reference in frame") from exc

@@ -16,7 +16,7 @@ def load(line: bytes, version: int, what: str) -> dict[str, Any]:
     """The message in ``line``, a JSON object at ``version``; ProtocolError otherwise."""
     try:
         raw = json.loads(line)
-    except ValueError as exc:  # bad JSON, bad UTF-8, too deep
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, too deep
         raise ProtocolError(f"malformed {what}") from exc
     if not isinstance(raw, dict) or raw.get("v") != version:
         raise ProtocolError(f"unsupported {what} version")
