@@ -50,6 +50,8 @@ class PartitionResult:
                 at += _NAME.size + size
                 (length,) = _LENGTH.unpack_from(view, at)
                 at += _LENGTH.size
+                if at + length > len(view):  # a lying length would move ``at`` past any buffer
+                    raise ProtocolError("truncated partition result")
                 value = decode(view[at : at + length])
                 at += length
                 if not isinstance(value, np.ndarray):
