@@ -59,6 +59,8 @@ def _frame(meta: bytes, payload: bytes = b"") -> bytes:
 FOUND += [
     ("worker_reply", _frame(b'{"results": [["0", "<f4", [1], 0, 1e999, 4]]}', b"\x00" * 4)),
     ("worker_reply", _frame(b"[" * 100_000)),  # RecursionError in the frame's meta
+    ("worker_reply", _frame(b'{"results": [["0", "4f<", [1], 0, 0, 4]]}', b"\x00" * 4)),  # numpy
+    ("worker_reply", _frame(b'{"results": [["0", ",f4", [1], 0, 0, 4]]}', b"\x00" * 4)),
 ]
 
 
@@ -69,4 +71,4 @@ def test_inputs_the_fuzzers_found_are_refused_cleanly(name: str, data: bytes) ->
     target = TARGETS[name]
     with pytest.raises(target.allowed) as refused:
         target.run(data)
-    assert "malformed" in str(refused.value) or "truncated" in str(refused.value)
+    assert any(word in str(refused.value) for word in ("malformed", "truncated", "dtype"))

@@ -70,7 +70,7 @@ def _dtype(ref: TensorRef) -> np.dtype[Any]:
     """The ref's numpy dtype; only fixed-size numeric and boolean types travel as raw bytes."""
     try:
         dtype = np.dtype(ref.dtype)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # numpy parses "4f<" and ",f8" as records
         dtype = None
     if dtype is None or dtype.kind not in "biuf":
         raise ProtocolError(f"tensor {ref.name!r}: dtype {ref.dtype!r} cannot travel as raw bytes")
