@@ -113,6 +113,11 @@ class ServerConfig:
     instance_threads: int = 0  # onnxruntime intra-op threads per instance; 0 = ORT default
     shm_slot_bytes: int = 8 << 20  # per slot, per direction; larger tensors travel inline
     inline_tensor_bytes: int = 64 << 10  # tensors up to this size travel inside the frame
+    # HE functions (sealfn.he): request ciphertexts past this spill from memory to a temp file;
+    # the evaluation-key store's quota (keys are 94-600 MiB) and idle expiry (LRU past quota)
+    he_spool_memory_bytes: int = 2 << 20
+    he_keys_quota_bytes: int = 8 << 30
+    he_key_ttl_s: float = 86400.0  # a key set unused this long is deleted
     tick_s: float = 0.25  # control loop period (autoscaler, keep-alive)
     stable_window_s: float = 6.0
     panic_window_s: float = 1.0
@@ -137,6 +142,9 @@ class ServerConfig:
         _check_int("max_model_bytes", self.max_model_bytes, 1024, 1 << 44)
         _check_int("shm_slot_bytes", self.shm_slot_bytes, 0, 1 << 34)
         _check_int("inline_tensor_bytes", self.inline_tensor_bytes, 0, 1 << 30)
+        _check_int("he_spool_memory_bytes", self.he_spool_memory_bytes, 0, 1 << 40)
+        _check_int("he_keys_quota_bytes", self.he_keys_quota_bytes, 1 << 20, 1 << 50)
+        _check_float("he_key_ttl_s", self.he_key_ttl_s, 1.0, 1e9)
         _check_float("start_timeout_s", self.start_timeout_s, 0.1, 3600.0)
         _check_float("tick_s", self.tick_s, 0.01, 60.0)
         _check_float("stable_window_s", self.stable_window_s, 0.1, 3600.0)

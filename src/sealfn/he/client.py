@@ -17,16 +17,19 @@ import numpy as np
 
 from sealfn.errors import (
     ConfigError,
+    Conflict,
     InvalidInput,
     ModelError,
     NotFound,
     PayloadTooLarge,
     SealfnError,
+    StorageError,
     Unavailable,
 )
 from sealfn.he.protocol import (
     CONTENT_TYPE,
     FUNCTIONS_PATH,
+    INFER_PATH,
     KEYS_PATH,
     HeMessage,
     Kind,
@@ -38,9 +41,11 @@ CHUNK = 1 << 20  # bytes per chunk of a streamed key upload
 _ERRORS: dict[int, type[SealfnError]] = {
     400: InvalidInput,
     404: NotFound,
+    409: Conflict,
     413: PayloadTooLarge,
     422: ModelError,
     503: Unavailable,
+    507: StorageError,
 }
 
 
@@ -70,7 +75,10 @@ class HeClient:
         key_id = keys.key_id
         if self._http.get(f"{KEYS_PATH}/{key_id}").status_code == 200:
             return key_id
-        reply = _checked(self._http.put(KEYS_PATH, content=_chunks(keys.evaluation_keys())))
+        data = keys.evaluation_keys()
+        reply = _checked(
+            self._http.put(KEYS_PATH, content=_chunks(data), headers=_length(len(data)))
+        )
         if reply.json().get("key_id") != key_id:
             raise ModelError("the server stored the evaluation keys under another id")
         return key_id
@@ -85,15 +93,28 @@ class HeClient:
             )
         ciphertext = self._backend.encrypt(keys, values, needs.width)
         body = HeMessage(Kind.REQUEST, keys.key_id, ciphertext).to_bytes()
-        reply = _checked(
-            self._http.post(
-                f"/v2/models/{function}/infer", content=body, headers={"content-type": CONTENT_TYPE}
-            )
-        )
-        message = HeMessage.from_bytes(reply.content, Kind.REPLY)
+        message = HeMessage.from_bytes(self._post_streamed(function, body), Kind.REPLY)
         if message.key_id != keys.key_id:
             raise ModelError("the reply is for other keys")
         return self._backend.decrypt(keys, message.ciphertext, needs.width, needs.outputs)
+
+    def _post_streamed(self, function: str, body: bytes) -> bytes:
+        """Send ``body`` in chunks, read the reply in chunks (ciphertexts reach several MB)."""
+        headers = {"content-type": CONTENT_TYPE, **_length(len(body))}
+        path = INFER_PATH.format(name=function)
+        with self._http.stream("POST", path, content=_chunks(body), headers=headers) as reply:
+            if reply.status_code >= 400:
+                reply.read()
+                _checked(reply)
+            received = bytearray()
+            for chunk in reply.iter_bytes():
+                received += chunk
+        return bytes(received)
+
+
+def _length(size: int) -> dict[str, str]:
+    """A declared length lets the server refuse (413) or make room before the first chunk."""
+    return {"content-length": str(size)}
 
 
 def _chunks(data: bytes) -> Iterator[bytes]:

@@ -19,9 +19,10 @@ from sealfn.errors import InvalidInput
 CONTENT_TYPE = "application/vnd.sealfn.he"
 KEYS_PATH = "/v2/he/keys"
 FUNCTIONS_PATH = "/v2/he/functions"  # GET .../{name}: the function's Requirements
+INFER_PATH = FUNCTIONS_PATH + "/{name}/infer"  # POST: a streamed request, a streamed reply
 MAGIC = b"SFHE"
 VERSION = 1
-_HEAD = len(MAGIC) + 2 + 32
+HEAD_BYTES = len(MAGIC) + 2 + 32  # magic, version, kind, key id
 _KEY_ID = re.compile(r"[0-9a-f]{64}")
 
 
@@ -49,18 +50,18 @@ class HeMessage:
 
     @classmethod
     def from_bytes(cls, data: bytes, kind: Kind) -> HeMessage:
-        if len(data) <= _HEAD or not data.startswith(MAGIC):
+        if len(data) <= HEAD_BYTES or not data.startswith(MAGIC):
             raise InvalidInput(f"the body is not an HE message ({CONTENT_TYPE})")
         if data[4] != VERSION:
             raise InvalidInput(f"HE message version {data[4]} is not supported (want {VERSION})")
         if data[5] != kind.value:
             raise InvalidInput(f"expected an HE {kind.name.lower()}")
-        return cls(kind, data[6:_HEAD].hex(), data[_HEAD:])
+        return cls(kind, data[6:HEAD_BYTES].hex(), data[HEAD_BYTES:])
 
 
 def peek_key_id(data: bytes) -> str:
     """The key id of a request, without copying its ciphertext (the gateway's only look)."""
-    return HeMessage.from_bytes(data[: _HEAD + 1], Kind.REQUEST).key_id
+    return HeMessage.from_bytes(data[: HEAD_BYTES + 1], Kind.REQUEST).key_id
 
 
 @dataclass(frozen=True)
