@@ -16,7 +16,7 @@ from sealfn.errors import InstanceFailed, Unavailable
 from sealfn.training import fieldmask, freivalds
 from sealfn.training.offload import Offloading, to_numpy, to_tensor
 from sealfn.training.pool import WorkerPool
-from sealfn.training.wire import Product, WorkRequest, content_id
+from sealfn.training.wire import Product, WorkRequest, operand_id
 
 ROLES = 4  # the four masked products of one exact product
 
@@ -107,7 +107,7 @@ class ExactEngine(Offloading):
         drop: list[str] = []
         for role in roles:
             la, ra = (to_numpy(t) for t in masked.pairs[role])
-            ids = content_id(la), content_id(ra)
+            ids = operand_id(), operand_id()
             store += [(ids[0], la), (ids[1], ra)]
             products.append(Product(*ids, modular=True))
             drop += ids

@@ -5,13 +5,17 @@ Every key is drawn from a CSPRNG: a numpy ``Generator`` (PCG64) seeded with 128 
 product of every step (no key reuse: reused keys let an observer difference consecutive obfuscated
 weights and recover gradients); only the backward "key shift" reuses the forward's key, within the
 same step.
+
+:class:`KeyPool` draws keys ahead of use, in bulk (one vectorised draw for a batch of same-length
+axes) and in the idle time while a worker computes. Drawing earlier changes nothing about
+freshness: every key is handed out once, removed from the pool, and never handed out again.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,6 +40,19 @@ class AxisKey:
     perm: torch.Tensor  # (n,) int64, a permutation of range(n)
     inverse: torch.Tensor  # (n,) int64, inverse[perm[i]] == i
     scale: torch.Tensor  # (n,) float64, nonzero, |scale| in [2**MIN, 2**MAX]
+    # scale**e in a dtype, in original or permuted order, by (e, dtype, permuted): computed once
+    factors: dict[tuple[int, torch.dtype, bool], torch.Tensor] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def factor(self, e: int, dtype: torch.dtype, *, permuted: bool) -> torch.Tensor:
+        """scale**e as ``dtype``, indexed by ``perm`` when ``permuted`` (``scale[perm]**e``)."""
+        cached = self.factors.get((e, dtype, permuted))
+        if cached is None:
+            cached = (self.scale**e).to(dtype)
+            cached = cached[self.perm] if permuted else cached
+            self.factors[e, dtype, permuted] = cached
+        return cached
 
     @property
     def size(self) -> int:
@@ -78,6 +95,67 @@ class MatmulKey:
             AxisKey.draw(n, rng, identity=identity),
             AxisKey.draw(p, rng, identity=identity),
         )
+
+
+BULK_ENTRIES = 1 << 16  # entries per vectorised draw: up to 64 keys of 1,024, one of 65,536
+BULK_KEYS = 64
+LOW_WATER = 4  # :meth:`KeyPool.refill` tops up every axis length with fewer keys ready
+
+
+class KeyPool:
+    """Fresh axis keys drawn ahead of use, in bulk, for products in ``dtype``.
+
+    :meth:`draw` hands out each key exactly once (it is popped from the pool: no key is ever
+    reused); :meth:`refill` draws more while the coordinator would otherwise wait for a worker.
+    A bulk draw is one ``rng.permuted`` and one ``rng.uniform`` call for ``count`` axes, and the
+    scale factors the encoders need are computed for all of them at once.
+    """
+
+    def __init__(self, rng: np.random.Generator, dtype: torch.dtype) -> None:
+        self._rng = rng
+        self._dtype = dtype
+        self._ready: dict[int, list[AxisKey]] = {}
+
+    def draw(self, m: int, n: int, p: int) -> MatmulKey:
+        return MatmulKey(self.axis(m), self.axis(n), self.axis(p))
+
+    def axis(self, n: int) -> AxisKey:
+        ready = self._ready.setdefault(n, [])
+        if not ready:
+            ready.extend(self._bulk(n))
+        return ready.pop()
+
+    def refill(self) -> None:
+        for n, ready in self._ready.items():
+            if len(ready) < LOW_WATER:
+                ready.extend(self._bulk(n))
+
+    def _bulk(self, n: int) -> list[AxisKey]:
+        count = max(1, min(BULK_KEYS, BULK_ENTRIES // max(n, 1)))
+        perms = self._rng.permuted(np.broadcast_to(np.arange(n), (count, n)), axis=1)
+        inverse = np.empty_like(perms)
+        np.put_along_axis(inverse, perms, np.arange(n)[None, :], axis=1)
+        values = self._rng.uniform(-1.0, 1.0, size=(count, n))  # sign and exponent in one draw
+        exponent = np.abs(values) * (MAX_SCALE_LOG2 - MIN_SCALE_LOG2) + MIN_SCALE_LOG2
+        scale = np.copysign(np.exp2(exponent), values)
+        permuted = np.take_along_axis(scale, perms, axis=1)
+        dtype, tensors = self._dtype, torch.from_numpy
+        table = {
+            (1, False): tensors(scale).to(dtype),
+            (-1, False): tensors(1.0 / scale).to(dtype),
+            (1, True): tensors(permuted).to(dtype),
+            (-1, True): tensors(1.0 / permuted).to(dtype),
+        }
+        perm_t, inverse_t, scale_t = tensors(perms), tensors(inverse), tensors(scale)
+        return [
+            AxisKey(
+                perm_t[i],
+                inverse_t[i],
+                scale_t[i],
+                {(e, dtype, permuted): factors[i] for (e, permuted), factors in table.items()},
+            )
+            for i in range(count)
+        ]
 
 
 def scale_range() -> tuple[float, float]:

@@ -29,9 +29,9 @@ import torch
 from sealfn.errors import InstanceFailed, IntegrityError
 from sealfn.training import freivalds
 from sealfn.training import obfuscation as ob
-from sealfn.training.keys import MatmulKey, csprng
+from sealfn.training.keys import KeyPool, MatmulKey, csprng
 from sealfn.training.pool import WorkerHandle, WorkerPool
-from sealfn.training.wire import Product, WorkRequest, content_id
+from sealfn.training.wire import Product, WorkRequest, operand_id
 
 T = TypeVar("T")
 
@@ -132,8 +132,13 @@ class Offloading:
         return index
 
     def _run(self, worker: WorkerHandle, request: WorkRequest) -> list[torch.Tensor]:
-        reply = worker.run(request)
-        self.counts.products += len(request.products)
+        worker.submit(request)
+        return self._collect(worker, len(request.products))
+
+    def _collect(self, worker: WorkerHandle, products: int) -> list[torch.Tensor]:
+        """The reply to the request last submitted to ``worker``, as tensors."""
+        reply = worker.collect()
+        self.counts.products += products
         self.counts.worker_seconds += reply.seconds
         return [to_tensor(result) for result in reply.results]
 
@@ -159,7 +164,7 @@ class PlainEngine(Offloading):
     def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
         index = self._place()
         xa, wa = to_numpy(x), to_numpy(w)
-        ids = content_id(xa), content_id(wa)
+        ids = operand_id(), operand_id()
         drop = () if keep else ids
         request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), drop)
         (y,) = self._run(self.pool[index], request)
@@ -178,7 +183,7 @@ def backward_request(
     dy: np.ndarray, ids: tuple[str, str], need_x: bool, need_w: bool
 ) -> WorkRequest:
     """Send dY; dX = dY·Wᵀ and dW = Xᵀ·dY on the cached X and W, which are then dropped."""
-    dyid = content_id(dy)
+    dyid = operand_id()
     xid, wid = ids
     products = []
     if need_x:
@@ -196,6 +201,8 @@ class _Sent:
     key: MatmulKey
     xp: torch.Tensor  # X', as the worker holds it
     wp: torch.Tensor  # W'
+    abs_xp: torch.Tensor  # |X'| and |W'|, for the backward checks' tolerances
+    abs_wp: torch.Tensor
     ids: tuple[str, str]
     x: torch.Tensor  # plaintext operands, for a recomputation elsewhere
     w: torch.Tensor
@@ -203,6 +210,12 @@ class _Sent:
 
 class ObfuscatedEngine(Offloading):
     """Tempo MM-obfuscation: fresh keys per product, key-shift backward, Freivalds checks.
+
+    The coordinator does not sit idle while a worker computes: after sending a request it
+    computes everything of the Freivalds checks that does not need the result (probes drawn and
+    kept secret, A·(B·r), tolerances; see :mod:`~sealfn.training.freivalds`) and tops up its
+    key pool; when the result arrives only C·r and the comparison are left. Every result is
+    still verified before it is decoded and used.
 
     ``identity`` draws P = D = I keys: no obfuscation at all. It exists only so tests can prove
     that their leak detectors do detect plaintext (a negative control); never use it otherwise.
@@ -220,6 +233,7 @@ class ObfuscatedEngine(Offloading):
         self.key_shift = key_shift
         self.repetitions = repetitions
         self.identity = identity
+        self._keys: dict[torch.dtype, KeyPool] = {}
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
         def job(index: int) -> tuple[torch.Tensor, _Sent]:
@@ -240,19 +254,37 @@ class ObfuscatedEngine(Offloading):
         # The key-shift request itself drops X', W' from the worker, whether or not it verifies.
         return self._retrying(job, sent.worker, "backward")
 
+    def _key(self, x: torch.Tensor, w: torch.Tensor) -> MatmulKey:
+        m, n, p = x.shape[0], x.shape[1], w.shape[1]
+        if self.identity:
+            return MatmulKey.draw(m, n, p, self.rng, identity=True)
+        if x.dtype not in self._keys:
+            self._keys[x.dtype] = KeyPool(self.rng, x.dtype)
+        return self._keys[x.dtype].draw(m, n, p)
+
+    def _while_waiting(self) -> None:
+        """Work for the idle time between sending a request and its reply."""
+        for keys in self._keys.values():
+            keys.refill()
+
     def _forward_on(
         self, index: int, x: torch.Tensor, w: torch.Tensor, keep: bool
     ) -> tuple[torch.Tensor, _Sent]:
-        key = MatmulKey.draw(x.shape[0], x.shape[1], w.shape[1], self.rng, identity=self.identity)
+        key = self._key(x, w)
         xp, wp = ob.encode_x(x, key), ob.encode_w(w, key)
         self.counts.encryptions += 2
         xa, wa = to_numpy(xp), to_numpy(wp)
-        ids = content_id(xa), content_id(wa)
+        ids = operand_id(), operand_id()
         request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), () if keep else ids)
-        (yp,) = self._run(self.pool[index], request)
-        self._check(xp, wp, yp)
+        worker = self.pool[index]
+        worker.submit(request)
+        abs_xp, abs_wp = xp.abs(), wp.abs()
+        expectation = self._expect(xp, wp, abs_xp, abs_wp)
+        self._while_waiting()
+        (yp,) = self._collect(worker, 1)
+        self._verify(expectation, yp)
         self.counts.decryptions += 1
-        return ob.decode_y(yp, key), _Sent(index, key, xp, wp, ids, x, w)
+        return ob.decode_y(yp, key), _Sent(index, key, xp, wp, abs_xp, abs_wp, ids, x, w)
 
     def _shifted_backward(
         self, sent: _Sent, dy: torch.Tensor, need_x: bool, need_w: bool
@@ -261,15 +293,21 @@ class ObfuscatedEngine(Offloading):
         dyp = ob.encode_dy(dy, sent.key)
         self.counts.encryptions += 1
         request = backward_request(to_numpy(dyp), sent.ids, need_x, need_w)
-        results = iter(self._run(self.pool[sent.worker], request))
+        worker = self.pool[sent.worker]
+        worker.submit(request)
+        abs_dyp = dyp.abs()
+        for_dx = self._expect(dyp, sent.wp.T, abs_dyp, sent.abs_wp.T) if need_x else None
+        for_dw = self._expect(sent.xp.T, dyp, sent.abs_xp.T, abs_dyp) if need_w else None
+        self._while_waiting()
+        results = iter(self._collect(worker, len(request.products)))
         dx = dw = None
-        if need_x:
+        if for_dx is not None:
             dxp = next(results)
-            self._check(dyp, sent.wp.T, dxp)
+            self._verify(for_dx, dxp)
             dx = ob.decode_dx(dxp, sent.key)
-        if need_w:
+        if for_dw is not None:
             dwp = next(results)
-            self._check(sent.xp.T, dyp, dwp)
+            self._verify(for_dw, dwp)
             dw = ob.decode_dw(dwp, sent.key)
         self.counts.decryptions += int(need_x) + int(need_w)
         return dx, dw
@@ -282,6 +320,13 @@ class ObfuscatedEngine(Offloading):
         dw = self._forward_on(index, sent.x.T, dy, False)[0] if need_w else None
         return dx, dw
 
-    def _check(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
+    def _expect(
+        self, a: torch.Tensor, b: torch.Tensor, abs_a: torch.Tensor, abs_b: torch.Tensor
+    ) -> freivalds.Expectation:
+        return freivalds.expect(
+            a, b, self.rng, repetitions=self.repetitions, abs_a=abs_a, abs_b=abs_b
+        )
+
+    def _verify(self, expectation: freivalds.Expectation, c: torch.Tensor) -> None:
         self.counts.checks += 1
-        freivalds.check(a, b, c, self.rng, repetitions=self.repetitions)
+        expectation.verify(c)

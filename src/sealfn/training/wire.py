@@ -2,13 +2,13 @@
 
 Frames are sealfn's IPC frames (:mod:`sealfn.ipc.frames`): HELLO (worker, once), RUN (a batch of
 operands to store and products to compute), RESULT, FAILURE, STOP. Tensors travel inline in the
-frame's payload. Operands are named by a content id (a hash of their bytes) so a worker can keep
-them for later products: the backward pass reuses the forward's X' and W' without resending them.
+frame's payload. Operands are named by an id so a worker can keep them for later products: the
+backward pass reuses the forward's X' and W' without resending them.
 """
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +23,13 @@ _INLINE_ALL = MAX_FRAME  # no shared-memory arena here: every tensor travels inl
 _CHUNK = 1 << 20  # bytes per recv_into
 
 
-def content_id(array: np.ndarray) -> str:
-    """A short id of an operand's dtype, shape and bytes (names cache entries; not a secret)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
+def operand_id() -> str:
+    """A fresh random name for an operand sent to a worker (names cache entries; not a secret).
+
+    Random rather than a hash of the bytes: hashing cost every offloading mode ~0.4 ms per MB
+    sent (6 ms of a 25 ms CNN step), and no two operands need to share a cache entry.
+    """
+    return secrets.token_hex(12)
 
 
 @dataclass(frozen=True)
