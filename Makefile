@@ -36,8 +36,9 @@ fuzz: venv  ## coverage-guided fuzzing of every parser (atheris), FUZZ_SECONDS p
 	$(BIN)/python -m pip install -q -e '.[models,dev,he,fuzz]'
 	cd fuzz && ../$(BIN)/python run.py --seconds $(or $(FUZZ_SECONDS),60)
 
-soak: venv  ## plain + sealed at the saturation point for SOAK_MINUTES (10): errors, p99, PSS trend
-	cd benchmarks && ../$(BIN)/python soak.py --minutes $(or $(SOAK_MINUTES),10)
+soak: venv  ## plain + sealed at saturation, HE + batch beside, SOAK_MINUTES (10); SOAK_MIX picks
+	cd benchmarks && ../$(BIN)/python soak.py --minutes $(or $(SOAK_MINUTES),10) \
+		--mix $(or $(SOAK_MIX),plain,sealed,he,batch)
 
 check: venv  ## format, lint, types
 	$(BIN)/ruff format --check src tests benchmarks fuzz
