@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from packing_sim import Ledger, Request, Sim
 from packing_world import World
 from sealfn.runtime import packer
+from sealfn.runtime.demand import DemandMeter
 from sealfn.runtime.lifecycle import InstanceState
 from sealfn.runtime.packer import ModelCost, PackedInstance, PackerPolicy, Placement, PlacementKind
 
@@ -75,6 +77,7 @@ class SealfnPacker:
         room_mb: float,
         billed_mb: int,
         pass_ready_at: bool = False,
+        replicate: bool = True,
     ) -> None:
         self.sim, self.ledger, self.world = sim, ledger, world
         self.billed_mb = billed_mb
@@ -89,10 +92,13 @@ class SealfnPacker:
         self.instances: dict[str, _Instance] = {}
         self.decisions: Counter[str] = Counter()  # placement kind: reason -> count
         self._ids = itertools.count()
+        self.demand = DemandMeter(window_s=world.keep_alive_s) if replicate else None
         sim.every(TICK_S, self._tick)
 
     def arrive(self, request: Request) -> None:
         self.queues[request.model].append(request)
+        if self.demand is not None:
+            self.demand.arrived(request.model, self.sim.now)
         self._pump()
 
     # ---- the loop around `place` -----------------------------------------------------------
@@ -104,6 +110,43 @@ class SealfnPacker:
             waiting = [m for m, q in self.queues.items() if q]
             for model in sorted(waiting, key=lambda m: self.queues[m][0].arrived):
                 moved |= self._place_head(model)
+        if not any(self.queues.values()):
+            self._replicate()
+
+    def _replicate(self) -> None:
+        """While nothing waits: load the replicas `packer.replicate` asks for, one per call."""
+        if self.demand is None:
+            return
+        now = self.sim.now
+        while True:
+            peaks = self.demand.peak_rps(now)
+            replica = packer.replicate(self._views(), peaks, self.costs, self.policy, now)
+            if replica is None:
+                return
+            if replica.instance is None:
+                self.decisions["replicate: start an instance"] += 1
+                self._start(replica.model)
+                continue
+            self.decisions["replicate: " + replica.reason.split(" at ")[0]] += 1
+            instance = self.instances[str(replica.instance)]
+            for victim in replica.evict:
+                self._unload(instance, victim)
+            held = instance.models[replica.model] = _Held(now, in_flight=1)
+            instance.state = InstanceState.WARM
+            self.ledger.loaded()
+            self.ledger.holds(instance.id, instance.models)
+            done = self._loaded_later(instance, held)
+            self.sim.after(self.costs[replica.model].switch_s, done)
+
+    def _loaded_later(self, instance: _Instance, held: _Held) -> Callable[[], None]:
+        return lambda: self._loaded(instance, held)
+
+    def _loaded(self, instance: _Instance, held: _Held) -> None:
+        held.in_flight -= 1
+        held.last_used = instance.last_used = self.sim.now
+        if instance.free:
+            instance.state = InstanceState.IDLE
+        self._pump()
 
     def _place_head(self, model: str) -> bool:
         queue = self.queues[model]
@@ -125,6 +168,7 @@ class SealfnPacker:
         return [i.view(self.memory, self.pass_ready_at) for i in self.instances.values()]
 
     def _start(self, model: str) -> None:
+        self.__dict__.setdefault("_starts", []).append((self.sim.now, model))
         ready_at = self.sim.now + self.world.start_s + self.costs[model].switch_s
         instance = _Instance(f"c{next(self._ids)}", InstanceState.STARTING, ready_at=ready_at)
         instance.models[model] = _Held(self.sim.now)
@@ -161,7 +205,8 @@ class SealfnPacker:
         """The instance `place` named, checked: serving, free, and holding the model for RUN."""
         instance = self.instances.get(str(placement.instance))
         if instance is None or not instance.free:
-            raise PlacementError(f"{placement} for {model}: instance not free")
+            state = None if instance is None else (instance.state, instance.models)
+            raise PlacementError(f"{placement} for {model}: instance not free: {state}")
         if placement.kind is PlacementKind.RUN and model not in instance.models:
             raise PlacementError(f"{placement} for {model}: model not loaded there")
         return instance

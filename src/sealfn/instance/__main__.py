@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--inline-bytes", type=int, default=64 << 10)
     parser.add_argument("--share-weights", action="store_true", help="map weights, shared")
+    parser.add_argument(
+        "--host-optimized", action="store_true", help="load models optimized for this host"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="instance %(process)d %(message)s")
     # The gateway owns the lifecycle: ^C in the terminal must not kill instances mid-batch.
@@ -30,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     arena = None
     if args.arena_fd >= 0:
         arena = Arena(args.arena_fd, ArenaLayout(args.slots, args.slot_bytes))
-    host = ModelHost(args.threads, shared_pool=True, share_weights=args.share_weights)
+    host = ModelHost(
+        args.threads,
+        shared_pool=True,
+        share_weights=args.share_weights,
+        host_optimized=args.host_optimized,
+    )
     InstanceLoop(sock, arena, host, args.slots, args.inline_bytes).serve()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from sealfn.errors import InvalidInput, ModelError, NotFound
+from sealfn.instance import hostopt
+
+log = logging.getLogger("sealfn.instance")
 
 
 @dataclass
@@ -27,7 +31,12 @@ class ModelHost:
     """Holds onnxruntime sessions by model name; one instance may keep several."""
 
     def __init__(
-        self, intra_op_threads: int = 0, *, shared_pool: bool = False, share_weights: bool = False
+        self,
+        intra_op_threads: int = 0,
+        *,
+        shared_pool: bool = False,
+        share_weights: bool = False,
+        host_optimized: bool = False,
     ) -> None:
         """``shared_pool``: one onnxruntime thread pool for every session (instances do this;
         it is process-wide, so every later session in the process must share it too).
@@ -35,7 +44,12 @@ class ModelHost:
         ``share_weights``: keep the weights of a model loaded from a path in the pages onnxruntime
         maps from its external data file (``sealfn.weights``), so every instance of the model on
         this host shares one copy. It turns off the rewrites that copy weights (see
-        ``_KEEP_WEIGHTS_MAPPED``): less memory per instance, but slower convolutions."""
+        ``_KEEP_WEIGHTS_MAPPED``): less memory per instance, but slower convolutions.
+
+        ``host_optimized``: load a model from a path through its host-optimized copy
+        (`sealfn.instance.hostopt`, built beside it on first use): loads skip onnxruntime's
+        rewrite and conv weights stay mapped and shared at full speed. A model that cannot be
+        optimized loads as it is."""
         import onnxruntime as ort  # imported here: the gateway never loads onnxruntime sessions
 
         self._ort = ort
@@ -43,6 +57,7 @@ class ModelHost:
         self.models: dict[str, LoadedModel] = {}
         self._shared = shared_pool
         self._share_weights = share_weights
+        self._host_optimized = host_optimized
         if shared_pool:
             _share_thread_pool(ort, intra_op_threads)
 
@@ -52,15 +67,12 @@ class ModelHost:
         Bytes are never shared: a sealed model's weights stay in this process's private memory."""
         start = time.perf_counter()
         share = self._share_weights and not isinstance(source, bytes)
-        try:
-            session = self._ort.InferenceSession(
-                source if isinstance(source, bytes) else str(source),
-                sess_options=self._options(share),
-                providers=["CPUExecutionProvider"],
-                disabled_optimizers=list(_WEIGHT_COPYING_OPTIMIZERS) if share else None,
-            )
-        except Exception as exc:  # onnxruntime raises its own unrelated exception types
-            raise ModelError(f"model {name!r} cannot be loaded: {exc}") from exc
+        session = None
+        if self._host_optimized and not isinstance(source, bytes):
+            session = self._load_optimized(name, Path(source), share)
+        if session is None:
+            session = self._session(name, source, self._options(share), share)
+
         model = LoadedModel(
             name,
             session,
@@ -70,6 +82,27 @@ class ModelHost:
         )
         self.models[name] = model
         return model
+
+    def _load_optimized(self, name: str, graph_file: Path, share: bool) -> Any:
+        """A session on the model's host-optimized copy, or None when there can be none."""
+        try:
+            optimized = hostopt.optimized_graph(graph_file, self._ort, self._options(False))
+            options = hostopt.options(self._ort, self._options(share))
+            return self._session(name, optimized, options, share=False)
+        except ModelError as exc:
+            log.warning("model %r loads without host optimization: %s", name, exc.message)
+            return None
+
+    def _session(self, name: str, source: Path | bytes, options: Any, share: bool) -> Any:
+        try:
+            return self._ort.InferenceSession(
+                source if isinstance(source, bytes) else str(source),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=list(_WEIGHT_COPYING_OPTIMIZERS) if share else None,
+            )
+        except Exception as exc:  # onnxruntime raises its own unrelated exception types
+            raise ModelError(f"model {name!r} cannot be loaded: {exc}") from exc
 
     def _options(self, share_weights: bool) -> Any:
         options = self._ort.SessionOptions()

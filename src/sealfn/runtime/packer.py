@@ -19,6 +19,14 @@ A packed pool holds identical instances that can each load several models of one
 A model is hot when more than ``spread_queue`` of its requests wait per instance that has it
 (or would have it, in step 4); a hot model spreads, loading or starting elsewhere, over waiting.
 
+`replicate` works ahead of requests: when an instance is idle and nothing waits, it names one
+model to load there as a replica, so a burst finds a free instance that already holds its model
+(waiting for a holder, or loading after the request came, both show in the tail). A model's need
+is its recent peak offered load (peak request rate x exec_s, Erlangs); it gets replicas while an
+M/M/c queue over its holders would make more than ``replica_wait`` of its requests wait
+(Erlang C), most waits avoided per second first. Replicas fill memory the instance is billed for
+anyway; they only evict replicas another model's load does not need, never a model's last copy.
+
 Claims (SeSeMI): a model that runs under concurrency (another of its requests queued or in
 flight) claims the instance; no other model loads there while the claim is live, that is while
 the claimant is in flight or was used less than ``claim_factor`` x its exec_s ago.
@@ -108,6 +116,8 @@ class PackerPolicy:
     claim_factor: float = 2.0  # a claim lapses after claim_factor x exec_s idle (SeSeMI: 2)
     spread_queue: int = 4  # queued requests per instance holding a model before it spreads
     start_s: float = 0.0  # seconds to start an instance before it can load a model
+    replica_wait: float = 0.01  # `replicate`: the share of a model's requests allowed to wait
+    start_wait: float = 0.05  # `replicate` starts an instance for a replica only over this share
 
     def __post_init__(self) -> None:
         _require(self.max_instances >= 1, "max_instances", self.max_instances)
@@ -115,6 +125,8 @@ class PackerPolicy:
         _require(self.claim_factor >= 0, "claim_factor", self.claim_factor)
         _require(self.spread_queue >= 1, "spread_queue", self.spread_queue)
         _require(self.start_s >= 0, "start_s", self.start_s)
+        _require(0 < self.replica_wait <= 1, "replica_wait", self.replica_wait)
+        _require(0 < self.start_wait <= 1, "start_wait", self.start_wait)
 
 
 class PlacementKind(enum.Enum):
@@ -138,6 +150,17 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """The outcome of `replicate`: load ``model`` on ``instance`` (after unloading ``evict``)
+    ahead of its requests."""
+
+    instance: InstanceId | None  # None: start a new instance that loads the model
+    model: str
+    reason: str
+    evict: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Ask:
     """One `place` call's inputs that every step reads."""
 
@@ -145,6 +168,7 @@ class _Ask:
     policy: PackerPolicy
     costs: Mapping[str, ModelCost]
     now: float
+    copied: frozenset[str] = frozenset()  # models more than one alive instance holds
 
 
 def place(  # noqa: PLR0917 - the loop passes plain data positionally; time is last but one
@@ -165,8 +189,8 @@ def place(  # noqa: PLR0917 - the loop passes plain data positionally; time is l
     an instance's memory budget: no placement could ever serve it.
     """
     _check_fits(model, policy)
-    ask = _Ask(model, policy, {**costs, model.name: model}, now)
     alive = [i for i in instances if i.state in ALIVE]
+    ask = _Ask(model, policy, {**costs, model.name: model}, now, _copied(alive))
     concurrent = queued > 1 or any(_running(i, model.name) for i in alive)
     run = _run_target(ask, alive)
     if run is not None:
@@ -219,6 +243,110 @@ def unload_idle(
     return tuple(sorted(pairs))
 
 
+def replicate(
+    instances: Sequence[PackedInstance],
+    peak_rps: Mapping[str, float],
+    costs: Mapping[str, ModelCost],
+    policy: PackerPolicy,
+    now: float,
+) -> Replica | None:
+    """One replica to load now ahead of requests, or None. Call it when nothing is queued
+    (requests come first).
+
+    ``peak_rps`` is each model's recent peak request rate (requests/s; `DemandMeter` keeps it);
+    a model's need is that rate x its exec_s in Erlangs. Models are taken in order of the
+    requests per second that would wait on their current holders (rate x Erlang C), those over
+    ``replica_wait`` only; a model no instance holds is left to `place`. The target is an idle
+    serving instance without the model (and with no other model's live claim) that fits it,
+    unloading only idle *surplus* replicas — copies their model would not miss, by the same
+    test — fewest evictions, then most free memory, then smallest id. When no instance can
+    take the first wanted model and its waiting share is over ``start_wait``, the answer is a
+    new instance (``instance`` None) if the pool is below ``max_instances`` and none is starting:
+    memory already billed is filled freely, new spend needs the stronger signal.
+    """
+    alive = [i for i in instances if i.state in ALIVE]
+    holders = {name: sum(_holds(i, name) for i in alive) for name in costs}
+    waiting = {}  # model -> the share of its requests that would wait on its holders
+    for name, rate in peak_rps.items():
+        cost = costs.get(name)
+        if cost is not None and rate > 0 and holders[name] > 0:  # none loaded: `place` loads
+            waiting[name] = erlang_c(holders[name], rate * cost.exec_s)
+    wanted = sorted(
+        (-peak_rps[name] * share, name)
+        for name, share in waiting.items()
+        if share > policy.replica_wait
+    )
+    surplus = _surplus(holders, peak_rps, costs, policy)
+    for _, name in wanted:
+        target = _replica_target(_Ask(costs[name], policy, costs, now), alive, surplus)
+        if target is not None:
+            instance, evict = target
+            why = f"{holders[name]} holders at {peak_rps[name]:.3g} req/s peak"
+            return Replica(instance.id, name, why, evict)
+    starting = any(i.state is InstanceState.STARTING for i in alive)
+    urgent = [name for _, name in wanted if waiting[name] > policy.start_wait]
+    if urgent and not starting and len(alive) < policy.max_instances:
+        name = urgent[0]
+        why = f"{holders[name]} holders at {peak_rps[name]:.3g} req/s peak, no room: start one"
+        return Replica(None, name, why)
+    return None
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that a request waits in an M/M/c queue of ``servers`` at ``load`` Erlangs
+    (1 when the load is at or over capacity, 0 with no load)."""
+    if servers <= 0 or load >= servers:
+        return 1.0
+    if load <= 0:
+        return 0.0
+    blocking = 1.0  # Erlang B by its recursion, numerically stable for any c
+    for k in range(1, servers + 1):
+        blocking = load * blocking / (k + load * blocking)
+    return servers * blocking / (servers - load * (1 - blocking))
+
+
+def _surplus(
+    holders: Mapping[str, int],
+    peak_rps: Mapping[str, float],
+    costs: Mapping[str, ModelCost],
+    policy: PackerPolicy,
+) -> frozenset[str]:
+    """Models with a copy to spare: more than one holder, and one fewer would still keep their
+    waiting share within ``replica_wait``."""
+    spare = set()
+    for name, count in holders.items():
+        cost = costs.get(name)
+        load = peak_rps.get(name, 0.0) * (cost.exec_s if cost is not None else 0.0)
+        if count > 1 and erlang_c(count - 1, load) <= policy.replica_wait:
+            spare.add(name)
+    return frozenset(spare)
+
+
+def _replica_target(
+    ask: _Ask, alive: Sequence[PackedInstance], surplus: frozenset[str]
+) -> tuple[PackedInstance, tuple[str, ...]] | None:
+    """An idle serving instance without the model that fits it after unloading idle surplus
+    replicas (least recently used first), or None."""
+    options = []
+    for instance in alive:
+        idle = instance.state in SERVING and instance.in_flight == 0
+        if not idle or instance.model(ask.model.name) is not None:
+            continue
+        if _claimed_by_other(instance, ask):
+            continue
+        spare = [m for m in instance.loaded if m.name in surplus]
+        need = sum(m.memory_mb for m in instance.loaded) + ask.model.memory_mb
+        need -= ask.policy.memory_budget_mb + _MB_SLACK
+        victims = _fewest_victims(spare, need) if need > 0 else []
+        if victims is None:
+            continue
+        free = ask.policy.memory_budget_mb - sum(m.memory_mb for m in instance.loaded)
+        evict = tuple(m.name for m in sorted(victims, key=_lru))
+        options.append(((len(evict), -free, instance.id), instance, evict))
+    best = min(options, key=lambda o: o[0], default=None)
+    return None if best is None else (best[1], best[2])
+
+
 # ---- the steps of `place` -----------------------------------------------------------------
 
 
@@ -229,7 +357,9 @@ def _place_elsewhere(
     holder, wait = _nearest_holder(ask, alive)
     holders = sum(_holds(i, ask.model.name) for i in alive)
     hot = _hot(ask, queued, holders)
-    load = _load_target(ask, alive, yield_claims=False)
+    # With a copy of the model somewhere, loading another only saves waiting: it may unload
+    # copies that have a twin elsewhere, never another model's last copy.
+    load = _load_target(ask, alive, yield_claims=False, only=ask.copied if holder else None)
     # A request that already has a start coming waits for it unless the model is hot: were
     # starts compared by ready_at, one a rounding step later than a new start's would be
     # started again for the same request, once per call, up to max_instances.
@@ -337,16 +467,20 @@ def _cheapest_alternative(ask: _Ask, can_load: bool, can_start: bool) -> float:
 
 
 def _load_target(
-    ask: _Ask, alive: Sequence[PackedInstance], *, yield_claims: bool
+    ask: _Ask,
+    alive: Sequence[PackedInstance],
+    *,
+    yield_claims: bool,
+    only: frozenset[str] | None = None,
 ) -> tuple[PackedInstance, tuple[str, ...]] | None:
     """A free serving instance the model fits into, with its evictions: fewest evictions, then
     least loaded, then most recently used, then smallest id. Live claims of other models are
-    skipped unless ``yield_claims``."""
+    skipped unless ``yield_claims``; ``only``, when given, names the models that may go."""
     options = [
         (i, evict)
         for i in alive
         if _free(i) and (yield_claims or not _claimed_by_other(i, ask))
-        for evict in [_evictions(i, ask)]
+        for evict in [_evictions(i, ask, only)]
         if evict is not None
     ]
     return min(
@@ -361,18 +495,28 @@ def _load_target(
     )
 
 
-def _evictions(instance: PackedInstance, ask: _Ask) -> tuple[str, ...] | None:
+def _evictions(
+    instance: PackedInstance, ask: _Ask, only: frozenset[str] | None = None
+) -> tuple[str, ...] | None:
     """Idle models to unload so the model fits, least recently used first; None if it cannot.
 
-    Models with work in flight and the claimant of a live claim are never evicted.
+    Models with work in flight and the claimant of a live claim are never evicted, nor models
+    outside ``only`` when it is given.
     """
     need = sum(m.memory_mb for m in instance.loaded) + ask.model.memory_mb  # MB
     need -= ask.policy.memory_budget_mb + _MB_SLACK
     if need <= 0:
         return ()
     protected = instance.claimed_by if _claim_live(instance, ask) else None
-    idle = [m for m in instance.loaded if m.in_flight == 0 and m.name != protected]
-    victims = _fewest_victims(idle, need)
+    idle = [
+        m
+        for m in instance.loaded
+        if m.in_flight == 0 and m.name != protected and (only is None or m.name in only)
+    ]
+    # Copies with a twin elsewhere go first: unloading them costs no model its last copy.
+    victims = _fewest_victims([m for m in idle if m.name in ask.copied], need)
+    if victims is None:
+        victims = _fewest_victims(idle, need)
     return None if victims is None else tuple(m.name for m in sorted(victims, key=_lru))
 
 
@@ -442,6 +586,16 @@ def _starting_with(instance: PackedInstance, name: str) -> bool:
 def _hot(ask: _Ask, queued: int, holders: int) -> bool:
     """More requests of the model wait than ``holders`` instances with it take before spreading."""
     return queued > ask.policy.spread_queue * holders
+
+
+def _copied(alive: Sequence[PackedInstance]) -> frozenset[str]:
+    """Models held by more than one serving or starting instance."""
+    counts: dict[str, int] = {}
+    for instance in alive:
+        for model in instance.loaded:
+            if _holds(instance, model.name):
+                counts[model.name] = counts.get(model.name, 0) + 1
+    return frozenset(name for name, count in counts.items() if count > 1)
 
 
 def _running(instance: PackedInstance, name: str) -> bool:

@@ -250,6 +250,7 @@ class Pool:
             threads=config.instance_threads,
             inline_bytes=config.inline_tensor_bytes,
             share_weights=config.share_weights,
+            host_optimized=config.host_optimized,
         )
         instance.worker = await self.executor.launch(spec)
         check_reply(await instance.worker.channel.unsolicited(), Kind.HELLO)

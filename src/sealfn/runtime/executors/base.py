@@ -19,6 +19,7 @@ class LaunchSpec:
     threads: int  # onnxruntime intra-op threads; 0 = onnxruntime's default
     inline_bytes: int  # tensors up to this size travel inside frames
     share_weights: bool = False  # map plain models' weights so instances share their pages
+    host_optimized: bool = True  # load plain models through their host-optimized copy (hostopt)
 
 
 class Worker(Protocol):

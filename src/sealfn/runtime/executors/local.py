@@ -61,6 +61,7 @@ class LocalExecutor:
             f"--threads={spec.threads}",
             f"--inline-bytes={spec.inline_bytes}",
             *(["--share-weights"] if spec.share_weights else []),
+            *(["--host-optimized"] if spec.host_optimized else []),
         ]
         try:
             process = await asyncio.create_subprocess_exec(*command, pass_fds=fds)

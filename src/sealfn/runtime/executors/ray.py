@@ -71,7 +71,12 @@ class _InstanceActor:
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(path)
-        host = ModelHost(spec.threads, shared_pool=True, share_weights=spec.share_weights)
+        host = ModelHost(
+            spec.threads,
+            shared_pool=True,
+            share_weights=spec.share_weights,
+            host_optimized=spec.host_optimized,
+        )
         InstanceLoop(sock, None, host, spec.slots, spec.inline_bytes).serve()
         return 0
 
