@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -12,6 +13,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from sealfn_testing import Server, wait_until
+
+if TYPE_CHECKING:
+    from sealfn_testing import Models
+
+Reference = Callable[[Path, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def scaled_model(path: Path, scale: float, width: int = 16) -> Path:
@@ -104,3 +110,25 @@ def test_idle_models_unload_per_model_then_the_instance_retires(
     # and it comes back on demand
     assert server.client.infer(names[0], {"input": x})["output"].shape == (1, 4)
     wait_until(lambda: _instances(server, names), 5, "the instance to be listed again")
+
+
+def test_a_busy_model_gets_a_replica_before_requests_queue(
+    server: Server, models: Models, reference: Reference, deploy: Callable[..., str]
+) -> None:
+    """One client, back to back, never queues two requests: `place` alone would keep the model on
+    one instance. Its peak rate x run time is most of an instance, though, so `replicate` starts
+    a second instance and loads a copy there ahead of any burst; answers stay exact."""
+    name = deploy(models.slow, group="replicas", max_instances=2)
+    x = np.random.default_rng(3).standard_normal((1, 256)).astype(np.float32)
+    expected = reference(models.slow, {"input": x})["output"]
+
+    def holders() -> int:
+        return sum(name in held for held in _instances(server, [name]).values())
+
+    for _ in range(400):
+        out = server.client.infer(name, {"input": x})["output"]
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+        if holders() == 2:
+            break
+    server.wait_until(lambda: holders() == 2, 15, "a second copy of the busy model")
+    assert len(_instances(server, [name])) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sealfn.runtime.cost import CostMeter
+from sealfn.runtime.demand import DemandMeter
 from sealfn.runtime.function import Function
 from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import ALIVE, InstanceState
@@ -28,6 +29,9 @@ class Group:
     claims: dict[str, str] = field(default_factory=dict)  # instance id → claiming model
     cost: CostMeter = field(default_factory=CostMeter)
     load_s: dict[str, float] = field(default_factory=dict)  # measured switch cost per model
+    # recent peak request rates, for replicas ahead of demand (window: the usual keep-alive)
+    demand: DemandMeter = field(default_factory=DemandMeter)
+    replica_retry_at: dict[str, float] = field(default_factory=dict)  # model -> not before
 
     @property
     def memory_mb(self) -> int:

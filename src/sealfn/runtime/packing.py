@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sealfn.packing")
 START_S = 0.3  # seconds a new instance takes to start (spawn + imports), before its first load
+REPLICA_RETRY_S = 30.0  # after a replica failed to load, no replica of that model for this long
 
 
 def join(pool: Pool, function: Function) -> Group:
@@ -55,12 +56,62 @@ async def leave(pool: Pool, function: Function) -> None:
 
 
 def pump(pool: Pool, group: Group) -> None:
-    """Place queued requests of every member, oldest head first, until nothing moves."""
+    """Place queued requests of every member, oldest head first, until nothing moves; then,
+    with nothing left waiting, load the replicas `packer.replicate` asks for."""
     moved = True
     while moved:
         moved = False
         for function in _by_oldest_head(group):
             moved |= _place_head(pool, group, function)
+    if not _by_oldest_head(group):
+        _replicate(pool, group)
+
+
+def _replicate(pool: Pool, group: Group) -> None:
+    """Load replicas ahead of demand (or start an instance for one), until none is asked for."""
+    while True:
+        now = pool.clock()
+        peaks = {
+            name: rate
+            for name, rate in group.demand.peak_rps(now).items()
+            if name in group.members and group.replica_retry_at.get(name, 0.0) <= now
+        }
+        costs = group.costs()
+        replica = packer.replicate(group.views(), peaks, costs, group.policy(START_S), now)
+        if replica is None:
+            return
+        function = group.members[replica.model]
+        if replica.instance is None:
+            log.info(
+                "starting packed instance for a replica of %s: %s", function.name, replica.reason
+            )
+            _start(pool, group, function.name)
+            continue
+        instance = group.instances[str(replica.instance)]
+        log.info("replica of %s on %s: %s", function.name, instance.id, replica.reason)
+        instance.reserve(now, function.name)
+        instance.loading.add(function.name)
+        pool._spawn(_load_replica(pool, group, function, instance, replica.evict))
+
+
+async def _load_replica(
+    pool: Pool, group: Group, function: Function, instance: InstanceHandle, evict: tuple[str, ...]
+) -> None:
+    """UNLOAD the surplus copies `replicate` chose, LOAD the model; a failure only logs (the
+    model still loads on demand)."""
+    try:
+        for name in evict:
+            await unload(instance, name)
+        started = pool.clock()
+        await instance.load(function.name, str(function.model_path), **pool._sealed_meta(function))
+        group.load_s[function.name] = pool.clock() - started
+    except SealfnError as exc:
+        log.warning("replica of %s on %s failed: %s", function.name, instance.id, exc.message)
+        group.replica_retry_at[function.name] = pool.clock() + REPLICA_RETRY_S
+    finally:
+        instance.loading.discard(function.name)
+        instance.release(pool.clock(), function.name)
+    pump(pool, group)
 
 
 def _place_head(pool: Pool, group: Group, function: Function) -> bool:

@@ -132,6 +132,8 @@ class Pool:
         function.queue.append(pending)
         function.last_request_at = now
         function.cost.request()
+        if function.group is not None:
+            function.group.demand.arrived(name, now)
         timer = loop.call_later(self.config.request_timeout_s, self._expire, function, pending)
         self._pump(function)
         try:
