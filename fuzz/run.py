@@ -74,7 +74,7 @@ def _run(name: str, target: Target, args: argparse.Namespace) -> dict[str, objec
         f"-max_total_time={args.seconds}",
         f"-timeout={args.timeout}",
         "-rss_limit_mb=2048",
-        "-max_len=65536",
+        f"-max_len={target.max_len}",
         f"-artifact_prefix={artifacts}/",
         *dictionary,
         str(corpus),

@@ -8,10 +8,13 @@ parsers with hypothesis in the default suite.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +27,12 @@ from sealfn.collective.rendezvous import Endpoint, PeerTable, Register
 from sealfn.envelope import ReplayGuard, generate_keypair, open_request, peek_header, seal_request
 from sealfn.envelope.session import SessionCache, start_session
 from sealfn.errors import EnvelopeError, InvalidInput, ProtocolError, SealfnError
+from sealfn.he.graph import Conv, NetGraph
+from sealfn.he.params import choose
+from sealfn.he.plan import compile_graph, cost
 from sealfn.he.protocol import HeMessage, peek_key_id
 from sealfn.he.protocol import Kind as HeKind
+from sealfn.he.tenseal_backend import TensealBackend
 from sealfn.ipc.frames import LENGTH, Frame
 from sealfn.keyservice import wire
 from sealfn.sealed_model import generate_model_key, open_model, read_header, seal_model
@@ -42,8 +49,13 @@ class Target:
     name: str
     run: Callable[[bytes], object]
     allowed: tuple[type[BaseException], ...]
-    seeds: tuple[bytes, ...]
+    make_seeds: Callable[[], tuple[bytes, ...]]  # real messages; built on demand (HE: keys)
     dictionary: str = ""  # a libFuzzer dictionary in fuzz/dicts/, for text formats
+    max_len: int = 65536  # bytes; libFuzzer's -max_len
+
+    @property
+    def seeds(self) -> tuple[bytes, ...]:
+        return self.make_seeds()
 
 
 def _oip(data: bytes) -> object:
@@ -188,54 +200,104 @@ def _worker_reply_seeds() -> tuple[bytes, ...]:
     return tuple(r.to_frame(i).to_bytes()[LENGTH.size :] for i, r in enumerate(replies))
 
 
+@functools.cache
+def _he() -> dict[str, Any]:
+    """A tiny HE network (seeded 1-channel stem conv + linear head: depth 2, width 64), a user's
+    CKKS keys for it (N=8192) and the server's evaluator; a second or so to build, once."""
+    rng = np.random.default_rng(0)
+    stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
+    graph = NetGraph("he", (1, 8, 8), stem, (), rng.normal(size=(10, 64)) / 8, rng.normal(size=10))
+    plan = compile_graph(graph)
+    backend = TensealBackend()
+    keys = backend.keygen(choose(cost(plan).depth, plan.width))
+    evaluator = backend.evaluator(keys.evaluation_keys())
+    return {"plan": plan, "backend": backend, "keys": keys, "evaluator": evaluator}
+
+
+def _he_evaluate(data: bytes) -> object:
+    """The instance: a request's ciphertext through the network (SEAL parses it first)."""
+    he = _he()
+    return he["evaluator"].evaluate(he["plan"], data)
+
+
+def _he_decrypt(data: bytes) -> object:
+    """The user's SDK: a reply's ciphertext, from a server it does not trust, decrypted."""
+    he = _he()
+    return he["backend"].decrypt(he["keys"], data, he["plan"].width, 10)
+
+
+_he_ciphertext = _any_of(_he_evaluate, _he_decrypt)
+
+
+def _he_ciphertext_seeds() -> tuple[bytes, ...]:
+    he = _he()
+    request = he["backend"].encrypt(he["keys"], np.linspace(0, 1, 64), he["plan"].width)
+    return (request, _he_evaluate(request))  # a fresh ciphertext, and the reply to it
+
+
+def _he_targets() -> tuple[Target, ...]:
+    """Only with the HE extra (TenSEAL) installed; a ciphertext at N=8192 is ~330 KB."""
+    if importlib.util.find_spec("tenseal") is None:
+        return ()
+    return (
+        Target("he_ciphertext", _he_ciphertext, (SealfnError,), _he_ciphertext_seeds, "", 1 << 19),
+    )
+
+
 TARGETS = {
     t.name: t
     for t in (
-        Target("oip", _oip, (InvalidInput,), _oip_seeds()),
-        Target("envelope", _envelope, (EnvelopeError,), _envelope_seeds()),
-        Target("session", _session, (EnvelopeError,), _session_seeds()),
+        Target("oip", _oip, (InvalidInput,), _oip_seeds),
+        Target("envelope", _envelope, (EnvelopeError,), _envelope_seeds),
+        Target("session", _session, (EnvelopeError,), _session_seeds),
         Target(
             "sealed_model",
             _sealed_model,
             (EnvelopeError,),
-            (seal_model(b"\x08\x01" * 300, _MODEL_KEY, "m", chunk_size=256),),
+            lambda: (seal_model(b"\x08\x01" * 300, _MODEL_KEY, "m", chunk_size=256),),
         ),
         Target(
             "keyservice_body",
             _keyservice_body,
             (SealfnError,),
-            (json.dumps({"model_id": "m", "public_key": "AAAA", "nonce": "00ff"}).encode(),),
+            lambda: (
+                json.dumps({"model_id": "m", "public_key": "AAAA", "nonce": "00ff"}).encode(),
+            ),
             "json.dict",
         ),
         Target(
             "collective_payload",
             _collective_payload,
             (ProtocolError,),
-            (*(encode(a) for a in _ARRAYS), encode(b"raw bytes")),
+            lambda: (*(encode(a) for a in _ARRAYS), encode(b"raw bytes")),
         ),
-        Target("collective_bundle", _collective_bundle, (ProtocolError,), _bundle_seeds()),
+        Target("collective_bundle", _collective_bundle, (ProtocolError,), _bundle_seeds),
         Target(
             "batch_result",
             _batch_result,
             (ProtocolError,),
-            (PartitionResult(3, (("y", _ARRAYS[0]), ("mask", _ARRAYS[3]))).to_bytes(),),
+            lambda: (PartitionResult(3, (("y", _ARRAYS[0]), ("mask", _ARRAYS[3]))).to_bytes(),),
         ),
         Target(
             "rendezvous",
             _rendezvous,
             (ProtocolError,),
-            (Register("job-r2", 1, 2, _ENDPOINTS[0]).to_bytes(), PeerTable(_ENDPOINTS).to_bytes()),
+            lambda: (
+                Register("job-r2", 1, 2, _ENDPOINTS[0]).to_bytes(),
+                PeerTable(_ENDPOINTS).to_bytes(),
+            ),
             "json.dict",
         ),
         Target(
-            "batch_control", _batch_control, (ProtocolError,), _batch_control_seeds(), "json.dict"
+            "batch_control", _batch_control, (ProtocolError,), _batch_control_seeds, "json.dict"
         ),
         Target(
             "he_message",
             _he_message,
             (InvalidInput,),
-            tuple(HeMessage(k, "ab" * 32, b"ciphertext").to_bytes() for k in HeKind),
+            lambda: tuple(HeMessage(k, "ab" * 32, b"ciphertext").to_bytes() for k in HeKind),
         ),
-        Target("worker_reply", _worker_reply, (SealfnError,), _worker_reply_seeds(), "json.dict"),
+        Target("worker_reply", _worker_reply, (SealfnError,), _worker_reply_seeds, "json.dict"),
+        *_he_targets(),
     )
 }
