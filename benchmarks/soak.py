@@ -150,22 +150,23 @@ class Stack:
 
 
 class HeFunction:
-    """A tiny HE network (untrained, seeded: 1-channel stem conv + linear head, depth 2, CKKS
-    N=8192, the smallest ring) deployed as ``digits-he``, with a user's keys uploaded once."""
+    """A tiny HE network (seeded, untrained: a 1-channel 3x3 stem conv and a linear head on 8x8
+    images; depth 2, so CKKS N=8192, the smallest ring) deployed as ``digits-he``, with a user's
+    keys uploaded once."""
 
     NAME = "digits-he"
 
     def __init__(self, admin: Client, work: Path, url: str) -> None:
-        import torch
-
         from sealfn.he.client import HeClient
-        from sealfn.he.networks import Net, NetConfig
+        from sealfn.he.graph import Conv, NetGraph
         from sealfn.he.params import choose
         from sealfn.he.plan import compile_graph, cost
         from sealfn.he.tenseal_backend import TensealBackend
 
-        torch.manual_seed(0)
-        graph = Net(NetConfig(kind="he", channels=1, blocks=0)).graph()
+        rng = np.random.default_rng(0)
+        stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
+        head = rng.normal(size=(10, 64)) / 8, rng.normal(size=10)
+        graph = NetGraph("he", (1, 8, 8), stem, (), *head)
         self.plan = compile_graph(graph)
         (work / "digits.he").write_bytes(graph.to_bytes())
         admin.deploy(self.NAME, work / "digits.he", he=True, keep_alive_s=3600, max_instances=1)

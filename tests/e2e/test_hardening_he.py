@@ -21,14 +21,13 @@ from hypothesis import strategies as st
 from sealfn_testing import assert_clean_refusal
 
 pytest.importorskip("tenseal")
-torch = pytest.importorskip("torch")
 
-from sealfn.he.client import HeClient  # noqa: E402 - after the optional-extra skips
-from sealfn.he.networks import Net, NetConfig  # noqa: E402
-from sealfn.he.params import choose  # noqa: E402
-from sealfn.he.plan import Plan, compile_graph, cost  # noqa: E402
-from sealfn.he.protocol import CONTENT_TYPE, KEYS_PATH, HeMessage, Kind  # noqa: E402
-from sealfn.he.tenseal_backend import TensealBackend, TensealKeys  # noqa: E402
+from sealfn.he.client import HeClient
+from sealfn.he.graph import Conv, NetGraph
+from sealfn.he.params import choose
+from sealfn.he.plan import Plan, compile_graph, cost
+from sealfn.he.protocol import CONTENT_TYPE, KEYS_PATH, HeMessage, Kind
+from sealfn.he.tenseal_backend import TensealBackend, TensealKeys
 
 if TYPE_CHECKING:
     from sealfn_testing import Server
@@ -55,9 +54,11 @@ class HeFunction:
 
 @pytest.fixture(scope="module")
 def he(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeFunction]:
-    """A tiny HE network (seeded, untrained: stem conv + head, depth 2, N=8192) and its keys."""
-    torch.manual_seed(0)
-    graph = Net(NetConfig(kind="he", channels=1, blocks=0)).graph()
+    """A tiny HE network (seeded, untrained: 1-channel stem conv + linear head, depth 2, so
+    N=8192) and a user's keys for it, uploaded."""
+    rng = np.random.default_rng(0)
+    stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
+    graph = NetGraph("he", (1, 8, 8), stem, (), rng.normal(size=(10, 64)) / 8, rng.normal(size=10))
     model = tmp_path_factory.mktemp("he") / "tiny.he"
     model.write_bytes(graph.to_bytes())
     server.client.deploy(NAME, model, he=True, max_instances=1, keep_alive_s=3600)
