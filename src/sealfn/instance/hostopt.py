@@ -8,10 +8,10 @@ skip it (~5 ms) and run on weights mapped from the file at full speed: every ins
 on this host shares one copy of its conv weights (PSS), and each holds ~50 MB less of its own.
 
 onnxruntime warns that such a file fits only "the same environment the model was optimized in",
-so it lives in ``host-<fingerprint>/`` beside the model, the fingerprint covering the onnxruntime
-version, the machine and the CPU's instruction-set flags; another host (or an upgrade) builds its
-own. Only plain models loaded from a path come here: a sealed model's plaintext stays in its
-enclave's memory.
+so it lives in ``host-<key>/`` beside the model, the key covering the onnxruntime version, the
+machine, the CPU's instruction-set flags and the model file itself; another host (or an upgrade,
+or a new model file) builds its own. Only plain models loaded from a path come here: a sealed
+model's plaintext stays in its enclave's memory.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ def optimized_graph(graph_file: Path, ort: Any, options: Any) -> Path:
     ``options`` (fresh session options, threads set as the caller's sessions have them).
 
     Building runs onnxruntime's full rewrite once and saves the result page-aligned into
-    ``host-<fingerprint>/`` (made in a temporary folder, renamed into place: a reader sees it
+    ``host-<key>/`` (made in a temporary folder, renamed into place: a reader sees it
     whole or not at all; a concurrent builder's copy wins and this one is dropped). Raises
     `ModelError` when the model cannot be optimized; the caller loads the original instead.
     """
-    target = graph_file.parent / f"{PREFIX}{fingerprint(ort)}"
+    target = graph_file.parent / f"{PREFIX}{_key(graph_file, ort)}"
     built = target / GRAPH_FILE
     if _complete(target):
         return built
@@ -66,6 +66,18 @@ def optimized_graph(graph_file: Path, ort: Any, options: Any) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return built
+
+
+def _key(graph_file: Path, ort: Any) -> str:
+    """The optimized copy's folder key: the host's fingerprint and this model file's identity
+    (name, size and modification time of the graph and of its weights file, if any), so two
+    models in one folder, or a model replaced in place, never share a copy."""
+    parts = [fingerprint(ort), graph_file.name]
+    for path in (graph_file, graph_file.with_name(WEIGHTS_FILE)):
+        if path.exists():
+            info = path.stat()
+            parts += [path.name, str(info.st_size), str(info.st_mtime_ns)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def options(ort: Any, base: Any) -> Any:
