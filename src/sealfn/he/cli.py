@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from sealfn.errors import ConfigError
+from sealfn.he.backend import BACKENDS
 
 DEFAULT_URL = (
     "http://127.0.0.1:8080"  # = sealfn.client.DEFAULT_URL (not imported: keeps this light)
@@ -48,6 +49,12 @@ def add_commands(commands: Any) -> None:
     keygen.add_argument("--depth", type=int, help="…or for this depth (offline)")
     keygen.add_argument("--width", type=int, default=256)
     keygen.add_argument("--force", action="store_true", help="overwrite --out")
+    keygen.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=BACKENDS[0],
+        help="CKKS library (helayers: optional, IBM non-commercial licence, install it yourself)",
+    )
     _url(keygen)
     keygen.set_defaults(run=_keygen)
 
@@ -105,8 +112,8 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from sealfn.he.backend import named
     from sealfn.he.params import choose
-    from sealfn.he.tenseal_backend import TensealBackend
 
     if args.out.exists() and not args.force:
         raise ConfigError(f"{args.out} exists: pass --force to replace it")
@@ -121,9 +128,13 @@ def _keygen(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("keygen needs --function NAME (with --url) or --depth D")
     params = choose(depth, width)
-    print(f"generating CKKS keys: N={params.poly_modulus}, moduli {list(params.coeff_bits)} ...")
+    backend = named(args.backend)
+    print(
+        f"generating CKKS keys ({backend.name}): N={params.poly_modulus}, "
+        f"moduli {list(params.coeff_bits)} ..."
+    )
     started = time.perf_counter()
-    keys = TensealBackend().keygen(params)
+    keys = backend.keygen(params)
     _write_private(args.out, keys.to_bytes())
     size = len(keys.evaluation_keys()) / 2**20
     print(
@@ -136,10 +147,10 @@ def _keygen(args: argparse.Namespace) -> int:
 def _infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from sealfn.he.backend import load_secret
     from sealfn.he.client import HeClient
-    from sealfn.he.tenseal_backend import TensealBackend
 
-    keys = TensealBackend().load_secret(_read_private(args.keys))
+    keys = load_secret(_read_private(args.keys))  # TenSEAL or HElayers, by the file's magic
     images, labels = _inputs(args)
     logits = []
     with HeClient(args.url) as client:

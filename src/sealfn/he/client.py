@@ -2,7 +2,7 @@
 
 client = HeClient("http://127.0.0.1:8080")
 needs = client.requirements("digits-he")
-keys = TensealBackend().keygen(choose(needs.depth, needs.width))  # stays on this machine
+keys = named("tenseal").keygen(choose(needs.depth, needs.width))  # stays on this machine
 client.upload_keys(keys)                                           # once per session
 logits = client.infer("digits-he", keys, image, needs)
 """
@@ -26,6 +26,7 @@ from sealfn.errors import (
     StorageError,
     Unavailable,
 )
+from sealfn.he.backend import SecretKeys, named
 from sealfn.he.protocol import (
     CONTENT_TYPE,
     FUNCTIONS_PATH,
@@ -35,7 +36,6 @@ from sealfn.he.protocol import (
     Kind,
     Requirements,
 )
-from sealfn.he.tenseal_backend import TensealBackend, TensealKeys
 
 CHUNK = 1 << 20  # bytes per chunk of a streamed key upload
 _ERRORS: dict[int, type[SealfnError]] = {
@@ -52,7 +52,6 @@ _ERRORS: dict[int, type[SealfnError]] = {
 class HeClient:
     def __init__(self, url: str, *, timeout_s: float = 600.0) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
-        self._backend = TensealBackend()
 
     def __enter__(self) -> HeClient:
         return self
@@ -70,7 +69,7 @@ class HeClient:
             _checked(self._http.get(f"{FUNCTIONS_PATH}/{function}")).json()
         )
 
-    def upload_keys(self, keys: TensealKeys) -> str:
+    def upload_keys(self, keys: SecretKeys) -> str:
         """Upload the evaluation keys unless the server has them; returns their id."""
         key_id = keys.key_id
         if self._http.get(f"{KEYS_PATH}/{key_id}").status_code == 200:
@@ -84,19 +83,20 @@ class HeClient:
         return key_id
 
     def infer(
-        self, function: str, keys: TensealKeys, values: np.ndarray, needs: Requirements
+        self, function: str, keys: SecretKeys, values: np.ndarray, needs: Requirements
     ) -> np.ndarray:
         """Logits (``needs.outputs``,) for one input; only ciphertext leaves this process."""
         if keys.params.levels < needs.depth:
             raise ConfigError(
                 f"these keys allow depth {keys.params.levels}; {function!r} needs {needs.depth}"
             )
-        ciphertext = self._backend.encrypt(keys, values, needs.width)
+        backend = named(keys.backend)
+        ciphertext = backend.encrypt(keys, values, needs.width)
         body = HeMessage(Kind.REQUEST, keys.key_id, ciphertext).to_bytes()
         message = HeMessage.from_bytes(self._post_streamed(function, body), Kind.REPLY)
         if message.key_id != keys.key_id:
             raise ModelError("the reply is for other keys")
-        return self._backend.decrypt(keys, message.ciphertext, needs.width, needs.outputs)
+        return backend.decrypt(keys, message.ciphertext, needs.width, needs.outputs)
 
     def _post_streamed(self, function: str, body: bytes) -> bytes:
         """Send ``body`` in chunks, read the reply in chunks (ciphertexts reach several MB)."""

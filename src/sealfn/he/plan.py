@@ -144,6 +144,21 @@ def diagonals(matrix: np.ndarray) -> dict[int, np.ndarray]:
     return {k: v for k, v in found.items() if np.any(v)}
 
 
+LinearSteps = tuple[dict[int, np.ndarray], Steps]
+
+
+def linear_steps(plan: Plan) -> list[LinearSteps | None]:
+    """Per op: a ``Linear``'s non-zero diagonals and their rotation steps; ``None`` otherwise."""
+    prepared: list[LinearSteps | None] = []
+    for op in plan.ops:
+        if isinstance(op, Linear):
+            diags = diagonals(op.matrix)
+            prepared.append((diags, bsgs_steps(diags, plan.width)))
+        else:
+            prepared.append(None)
+    return prepared
+
+
 def bsgs_steps(diags: dict[int, np.ndarray], width: int) -> Steps:
     group = 1 << ((width.bit_length() - 1 + 1) // 2)  # ≈ √d, a power of two
     offsets = tuple(sorted(diags))

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sealfn.errors import ModelError, SealfnError
-from sealfn.he.backend import Evaluator
+from sealfn.he.backend import Evaluator, evaluator_for
 from sealfn.he.graph import NetGraph
 from sealfn.he.keystore import KeyStore
 from sealfn.he.plan import Plan, compile_graph
 from sealfn.he.protocol import HeMessage, Kind
-from sealfn.he.tenseal_backend import TensealBackend
 from sealfn.http_api import status_for
 from sealfn.instance.sealed import Answer
 
@@ -34,7 +33,6 @@ class HeModels:
     """The HE networks this instance serves; requests and replies are ``HeMessage`` bytes."""
 
     def __init__(self) -> None:
-        self._backend = TensealBackend()
         self._models: dict[str, _Model] = {}
         self._evaluators: OrderedDict[str, Evaluator] = OrderedDict()
         self._lock = threading.Lock()
@@ -72,7 +70,7 @@ class HeModels:
             evaluator = self._evaluators.get(key_id)
             if evaluator is None:
                 data = keys.path(key_id).read_bytes()
-                evaluator = self._backend.evaluator(data)
+                evaluator = evaluator_for(data)  # TenSEAL or HElayers, by the keys' magic
                 self._evaluators[key_id] = evaluator
                 while len(self._evaluators) > MAX_KEY_SETS:
                     self._evaluators.popitem(last=False)

@@ -19,15 +19,10 @@ import numpy as np
 
 from sealfn.errors import ConfigError, EnvelopeError, InvalidInput, ModelError
 from sealfn.he.backend import key_id
+from sealfn.he.layout import check_fits, replicate, tile, unreplicate
 from sealfn.he.params import CkksParams
-from sealfn.he.plan import INPUT, Add, Linear, Plan, Square, Steps, bsgs_steps, cost, diagonals
+from sealfn.he.plan import INPUT, Add, Linear, LinearSteps, Plan, Square, Steps, linear_steps
 
-# Disagreement allowed between the replicated copies of a decrypted vector, relative to
-# 1 + max|value|. An honest result's copies differ by CKKS noise only (measured: 3e-3 on logits
-# of ~0.8 at N=8192 with a 25-bit scale); a ciphertext decrypted under the wrong key, or computed
-# with someone else's evaluation keys, decrypts to noise of the size of the modulus (measured:
-# copies 3.5e4 apart).
-REPLICA_TOLERANCE = 5e-2
 PREPARED_PLANS = 4  # plans whose diagonals an evaluator keeps (an instance serves one)
 SECRET_MAGIC = b"SFHE-SK1"  # the user's key file: secret context, then the evaluation keys
 _LENGTH = struct.Struct(">Q")
@@ -59,6 +54,7 @@ class TensealKeys:
 
     context: Any
     evaluation: bytes = field(repr=False)
+    backend = "tenseal"
 
     @property
     def params(self) -> CkksParams:
@@ -116,7 +112,9 @@ class TensealBackend:
         encoder = sa.CKKSEncoder(seal)
         plain = sa.Plaintext()
         encoder.encode(
-            _replicate(values, width, encoder.slot_count()), keys.context.global_scale, plain
+            replicate(values, width, encoder.slot_count()).tolist(),
+            keys.context.global_scale,
+            plain,
         )
         cipher = sa.Ciphertext()
         sa.Encryptor(seal, keys.context.public_key().data).encrypt(plain, cipher)
@@ -132,12 +130,7 @@ class TensealBackend:
             raise EnvelopeError() from exc
         plain = sa.Plaintext()
         sa.Decryptor(seal, keys.context.secret_key().data).decrypt(cipher, plain)
-        slots = np.asarray(sa.CKKSEncoder(seal).decode_double(plain)).reshape(-1, width)[:, :count]
-        spread = float(np.abs(slots - slots[0]).max())
-        if not np.isfinite(spread) or spread > REPLICA_TOLERANCE * (1 + np.abs(slots[0]).max()):
-            raise EnvelopeError()  # the debug log never sees values
-        result: np.ndarray = slots.mean(axis=0)
-        return result
+        return unreplicate(np.asarray(sa.CKKSEncoder(seal).decode_double(plain)), width, count)
 
     def evaluator(self, evaluation_keys: bytes) -> TensealEvaluator:
         return TensealEvaluator(evaluation_keys)
@@ -169,9 +162,7 @@ class TensealEvaluator:
         self._encoder = self._sa.CKKSEncoder(self._seal)
         self._eval = self._sa.Evaluator(self._seal)
         self._scale = float(context.global_scale)
-        self._prepared: dict[
-            int, tuple[Plan, list[tuple[dict[int, np.ndarray], Steps] | None]]
-        ] = {}
+        self._prepared: dict[int, tuple[Plan, list[LinearSteps | None]]] = {}
         self.rotations = 0  # rotate_vector calls so far
 
     @property
@@ -194,27 +185,12 @@ class TensealEvaluator:
 
     # --- steps ----------------------------------------------------------------------------------
 
-    def _prepare(self, plan: Plan) -> list[tuple[dict[int, np.ndarray], Steps] | None]:
+    def _prepare(self, plan: Plan) -> list[LinearSteps | None]:
         cached = self._prepared.get(id(plan))
         if cached is not None and cached[0] is plan:
             return cached[1]
-        if plan.width > self._encoder.slot_count() or self._encoder.slot_count() % plan.width:
-            raise InvalidInput(
-                f"the evaluation keys' ring has too few slots for width {plan.width}"
-            )
-        depth = cost(plan).depth
-        if depth > self.levels:
-            raise InvalidInput(
-                f"the evaluation keys allow depth {self.levels}; this network needs {depth} "
-                "(make keys with sealfn he keygen for this function)"
-            )
-        prepared: list[tuple[dict[int, np.ndarray], Steps] | None] = []
-        for op in plan.ops:
-            if isinstance(op, Linear):
-                diags = diagonals(op.matrix)
-                prepared.append((diags, bsgs_steps(diags, plan.width)))
-            else:
-                prepared.append(None)
+        check_fits(plan, self._slots(), self.levels)
+        prepared = linear_steps(plan)
         if len(self._prepared) >= PREPARED_PLANS:
             self._prepared.pop(next(iter(self._prepared)))
         self._prepared[id(plan)] = (plan, prepared)
@@ -241,7 +217,7 @@ class TensealEvaluator:
             inner = None
             for k in (k for k in steps.offsets if k - k % steps.group == giant):
                 plain = self._encode(
-                    _tile(np.roll(diags[k], giant), width, self._slots()), parms, plain_scale
+                    _tiled(np.roll(diags[k], giant), width, self._slots()), parms, plain_scale
                 )
                 term = self._sa.Ciphertext()
                 self._eval.multiply_plain(baby[k % steps.group], plain, term)
@@ -309,7 +285,7 @@ class TensealEvaluator:
     def _add_plain(self, cipher: Any, values: np.ndarray) -> Any:
         if np.any(values):
             plain = self._encode(
-                _tile(values, len(values), self._slots()), cipher.parms_id(), cipher.scale
+                _tiled(values, len(values), self._slots()), cipher.parms_id(), cipher.scale
             )
             self._eval.add_plain_inplace(cipher, plain)
         return cipher
@@ -330,15 +306,8 @@ class TensealEvaluator:
         return out
 
 
-def _tile(vector: np.ndarray, width: int, slots: int) -> list[float]:
-    return np.tile(np.pad(vector, (0, width - len(vector))), slots // width).tolist()  # type: ignore[no-any-return]
-
-
-def _replicate(values: np.ndarray, width: int, slots: int) -> list[float]:
-    flat = np.asarray(values, np.float64).reshape(-1)
-    if len(flat) > width:
-        raise InvalidInput(f"{len(flat)} values do not fit the network's input width {width}")
-    return _tile(flat, width, slots)
+def _tiled(vector: np.ndarray, width: int, slots: int) -> list[float]:
+    return tile(vector, width, slots).tolist()  # type: ignore[no-any-return]
 
 
 def _scratch() -> str | None:
