@@ -2,8 +2,10 @@
 placement policies in a discrete-event simulation calibrated from real measurements.
 
 Usage: .venv/bin/python benchmarks/packing.py [--quick] [--seed N] [--calibration JSON]
-Writes benchmarks/results/packing.json and packing.png. The replay is deterministic given the
-calibration and the seed; ``--calibration`` reuses a previous packing.json's measurements.
+                                              [--group-mb MB] [--max-instances N] [--seeds LIST]
+Writes benchmarks/results/packing.json and packing.png (+ packing_frontier.png). The replay is
+deterministic given the calibration and the seed; ``--calibration`` reuses a previous
+packing.json's measurements.
 
 The simulation. Time is simulated (an event queue, no sleeping). An instance is a process with
 capacity for one batch at a time; every request is one batch of 1 (no batching in any policy,
@@ -17,9 +19,11 @@ go after a 60 s keep-alive. Billing stops when the last request is served.
 
 The world. Model rank k of 16 (Zipf popularity, s = 1.1) is a copy of resnet18 (47 MB) when
 k % 4 == 0 (ranks 0, 4, 8, 12: 4 large, spanning popularity), else of the tiny MLP (12 small).
-A function's memory is the smallest power-of-two tier >= 128 MB holding the instance's own base
-(runtime RSS + onnxruntime's setup) and its model; shared instances ((b), (c)) get the largest
-function's size, as sealfn gives a group's instances its largest member's. The trace is a
+Models load through their host-optimized copies (`sealfn.instance.hostopt`), as sealfn
+instances do by default, in every policy. A function's memory is the smallest power-of-two tier
+>= 128 MB holding the instance's own base (runtime RSS + onnxruntime's setup) and its model; the
+shared instances of (b) and (c) are ``--group-mb`` each (the group's ``--memory-mb``; default 256:
+room for three ResNets) and at most ``--max-instances`` (default 4) of them. The trace is a
 Markov-modulated Poisson process: calm 5 req/s, bursts of 50 req/s, mean dwell 40 s / 8 s.
 
 The policies: (a) one pool per model, unbounded, scale from zero, a request that finds no free
@@ -30,6 +34,10 @@ Sensitivity rows, not targets: (a') as (a) but requests share a per-model FIFO q
 whichever instance frees first; (c') as (c) with instances big enough for every model at once;
 (c*) as (c) with STARTING instances' ``ready_at`` filled in (sealfn's pool leaves it None).
 
+The frontier: GB-s and p99 against (a) over ``--seeds`` traces for (b) and (c) at group sizes
+128/256 MB and caps 3-7 instances (simulation only): one run shows which settings meet which
+target, and whether any meets both (the figure packing_frontier.png).
+
 Real PSS: the instances alive at each policy's peak of resident memory are started as real
 processes holding the models they held (at most 16; beyond that the total is extrapolated from
 the mean PSS of instances holding the same kinds of models).
@@ -38,6 +46,7 @@ the mean PSS of instances holding the same kinds of models).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -48,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from packing_baselines import PerModelPools, SesemiPacker
-from packing_plot import plot
+from packing_plot import plot, plot_frontier
 from packing_probe import held_pss
 from packing_sealfn import SealfnPacker
 from packing_sim import Ledger, replay
@@ -204,11 +213,90 @@ def summary_table(results: dict[str, dict[str, Any]]) -> str:
     return table(headers, rows)
 
 
+FRONTIER = [(mb, n) for mb in (128, 256) for n in range(3, 8)]  # group MB, max instances
+
+
+def frontier(calibration: Any, seeds: list[int], duration_s: float) -> list[dict[str, Any]]:
+    """(b) and (c) at every FRONTIER setting against (a), per seed: the ratios the targets use."""
+    return [row for seed in seeds for row in _frontier_seed(calibration, seed, duration_s)]
+
+
+def _frontier_seed(calibration: Any, seed: int, duration_s: float) -> list[dict[str, Any]]:
+    config = TraceConfig(duration_s=duration_s, seed=seed)
+    world = build(calibration, popularity(config.models, config.zipf_s))
+    names = list(world.models)
+    arrivals = [(a.at, names[a.model]) for a in generate(config).arrivals]
+    memory = {name: m.memory_mb for name, m in world.models.items()}
+
+    def replay_one(factory: Any) -> dict[str, Any]:
+        return replay(arrivals, factory, Ledger(world.base_mb, memory), duration_s)[0]
+
+    a = replay_one(lambda sim, ledger: PerModelPools(sim, ledger, world))
+    rows = []
+    for group_mb, cap in FRONTIER:
+        w = dataclasses.replace(world, shared_mb=group_mb, max_instances=cap)
+        results = {
+            "b": replay_one(lambda sim, ledger, w=w: SesemiPacker(sim, ledger, w)),
+            "c": replay_one(
+                lambda sim, ledger, w=w: SealfnPacker(
+                    sim, ledger, w, room_mb=w.shared_room_mb, billed_mb=w.shared_mb
+                )
+            ),
+        }
+        for policy, r in results.items():
+            rows.append(
+                {
+                    "seed": seed,
+                    "policy": policy,
+                    "group_mb": group_mb,
+                    "max_instances": cap,
+                    "gb_s_ratio": a["gb_s"] / r["gb_s"],
+                    "cold_ratio": a["cold_starts"] / max(1, r["cold_starts"]),
+                    "p99_ms": r["p99_s"] * 1e3,
+                    "a_p99_ms": a["p99_s"] * 1e3,
+                    "failures": r["failures"],
+                }
+            )
+    return rows
+
+
+def frontier_table(rows: list[dict[str, Any]]) -> str:
+    """Per setting of (c): how many seeds meet each target, and the ranges."""
+    out = []
+    for group_mb, cap in FRONTIER:
+        mine = [
+            r
+            for r in rows
+            if r["policy"] == "c" and (r["group_mb"], r["max_instances"]) == (group_mb, cap)
+        ]
+        gb = [r["gb_s_ratio"] for r in mine]
+        p99 = [r["p99_ms"] / r["a_p99_ms"] for r in mine]
+        both = sum(
+            r["gb_s_ratio"] >= 3 and r["cold_ratio"] >= 5 and r["p99_ms"] <= r["a_p99_ms"]
+            for r in mine
+        )
+        out.append(
+            [
+                f"{group_mb} MB x {cap}",
+                f"{min(gb):.2f}-{max(gb):.2f}",
+                f"{min(p99):.2f}-{max(p99):.2f}",
+                sum(g >= 3 for g in gb),
+                sum(p <= 1 for p in p99),
+                both,
+            ]
+        )
+    headers = ["(c) group", "GB-s (a)/(c)", "p99 (c)/(a)", "GB-s >= 3", "p99 <= (a)", "all targets"]
+    return table(headers, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2-minute trace, 1 calibration run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibration", type=Path, help="reuse this packing.json's costs")
+    parser.add_argument("--group-mb", type=int, default=256, help="(b), (c): MB per instance")
+    parser.add_argument("--max-instances", type=int, default=4, help="(b), (c): instance cap")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="traces for the frontier sweep")
     args = parser.parse_args()
     began = time.perf_counter()
     config = TraceConfig(duration_s=120.0 if args.quick else 600.0, seed=args.seed)
@@ -217,8 +305,11 @@ def main() -> None:
     else:
         calibration = calibrate(MODELS, reps=1 if args.quick else 3)
     world = build(calibration, popularity(config.models, config.zipf_s))
+    world = dataclasses.replace(world, shared_mb=args.group_mb, max_instances=args.max_instances)
     trace = generate(config)
     results = run(world, trace)
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed]
+    sweep = frontier(calibration, seeds, config.duration_s)
     cap = 4 if args.quick else PSS_CAP
     for label in (A, B, C):
         results[label]["pss"] = real_pss(world, results[label]["peak_placement"], cap)
@@ -237,6 +328,7 @@ def main() -> None:
         "world": describe(calibration, world),
         "policies": results,
         "targets": goals,
+        "frontier": sweep,
         "run_s": time.perf_counter() - began,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -244,7 +336,10 @@ def main() -> None:
     title = f"{len(trace.arrivals)} requests, 16 models, {config.duration_s:g} s simulated"
     title += f", seed {config.seed}" + (" (--quick)" if args.quick else "")
     plot(RESULTS / "packing.png", results, trace.per_second(), trace.bursts, title)
+    plot_frontier(RESULTS / "packing_frontier.png", sweep)
     print(summary_table(results))
+    print(f"\nfrontier over seeds {seeds} (simulation only):")
+    print(frontier_table(sweep))
     for goal in goals:
         print(f"{'met' if goal['met'] else 'NOT MET'}: {goal['what']} = {goal['value']}")
     print(f"run {record['run_s']:.1f}s; wrote {RESULTS / 'packing.json'} and packing.png")

@@ -77,3 +77,42 @@ def _value(result: Mapping[str, Any], key: str) -> float:
     if key == "p99_ms":
         return float(result["p99_s"]) * 1e3
     return float(result[key])
+
+
+def plot_frontier(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Each (policy, group size, cap, seed) as a point: GB-s saved vs (a) against p99 / (a)'s p99;
+    the targets' corner (>= 3x cheaper, p99 no worse) shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.axvspan(3, 10, ymin=0, ymax=1, color="0.93", lw=0)
+    keys = sorted({(r["policy"], r["group_mb"], r["max_instances"]) for r in rows})
+    cmap = plt.get_cmap("tab20")
+    for index, (policy, group_mb, cap) in enumerate(keys):
+        mine = [
+            r
+            for r in rows
+            if (r["policy"], r["group_mb"], r["max_instances"]) == (policy, group_mb, cap)
+        ]
+        ax.scatter(
+            [r["gb_s_ratio"] for r in mine],
+            [r["p99_ms"] / r["a_p99_ms"] for r in mine],
+            marker="o" if policy == "c" else "x",
+            color=cmap(index % 20),
+            s=22,
+            label=f"({policy}) {group_mb} MB x {cap}",
+        )
+    ax.axhline(1.0, color="0.4", lw=0.8)
+    ax.axvline(3.0, color="0.4", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlim(0, max(6.0, max(r["gb_s_ratio"] for r in rows) * 1.05))
+    ax.set_xlabel("GB-s of (a) / GB-s of the policy (target >= 3)")
+    ax.set_ylabel("p99 / p99 of (a) (target <= 1)")
+    ax.set_title("packing frontier: group size x instance cap, every seed", fontsize=10)
+    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
