@@ -10,8 +10,9 @@ among the processes mapping it, so the sum of PSS is what the instances really c
   a  the model as one self-contained .onnx file (what the registry stored before)
   b  graph + page-aligned weights file (``sealfn.weights``, what deploy stores now), default options
   c  b loaded with ``ModelHost(share_weights=True)``: no NCHWc rewrite, no prepacking
-  d  not wired: the weights after onnxruntime's level-ALL rewrite (NCHWc blocked, specific to this
-     CPU) saved as external data once, then loaded like c
+  d  b loaded with ``ModelHost(host_optimized=True)`` (the default in instances): onnxruntime's
+     level-ALL rewrite (NCHWc blocked, specific to this CPU) saved once beside the model, page-
+     aligned (``sealfn.instance.hostopt``), then every instance maps it
   -  runtime floor: an instance with onnxruntime imported and no model
 """
 
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from sealfn.instance import hostopt
 from sealfn.report import table
 from sealfn.weights import WEIGHTS_FILE, external_tensors, externalize, residency
 from sealfn.workloads.models import build_examples
@@ -52,6 +54,7 @@ class Arm:
     model: Path | None  # None: the runtime floor, no model loaded
     share_weights: bool
     wired: bool  # what sealfn does today (with the matching ModelHost option)
+    host_optimized: bool = False
 
 
 # ---- the instance process -------------------------------------------------------------------
@@ -61,7 +64,7 @@ def child(model: str, share: str, threads: int, reps: int) -> None:
     """One instance: load, run once (and ``reps`` timed runs), report, wait for stdin to close."""
     from sealfn.instance.models import ModelHost
 
-    host = ModelHost(threads, share_weights=share == "shared")
+    host = ModelHost(threads, share_weights=share == "shared", host_optimized=share == "hostopt")
     report: dict[str, Any] = {}
     if model != "-":
         loaded = host.load("m", Path(model))
@@ -85,7 +88,7 @@ def child(model: str, share: str, threads: int, reps: int) -> None:
 def instances(arm: Arm, count: int, threads: int, reps: int = 0) -> Iterator[list[Any]]:
     """``count`` instance processes of ``arm``, all loaded and run once; yields (pid, report)."""
     model = str(arm.model) if arm.model else "-"
-    share = "shared" if arm.share_weights else "private"
+    share = "hostopt" if arm.host_optimized else "shared" if arm.share_weights else "private"
     command = [sys.executable, __file__, "--child", model, share, str(threads), str(reps)]
     procs = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -118,11 +121,20 @@ def measure_memory(arm: Arm, count: int, threads: int) -> dict[str, Any]:
 def _memory(pid: int, arm: Arm) -> dict[str, float]:
     info = psutil.Process(pid).memory_full_info()
     row = {"rss_mib": info.rss / MiB, "pss_mib": info.pss / MiB, "uss_mib": info.uss / MiB}
-    weights = arm.model.parent / WEIGHTS_FILE if arm.model else None
+    weights = _mapped_weights(arm)
     mapped = residency(pid, weights) if weights and weights.exists() else None
     row["weights_rss_mib"] = mapped.rss / MiB if mapped else 0.0
     row["weights_pss_mib"] = mapped.pss / MiB if mapped else 0.0
     return row
+
+
+def _mapped_weights(arm: Arm) -> Path | None:
+    """The weights file the arm's instances map: the model's own, or its host-optimized copy's."""
+    if arm.model is None:
+        return None
+    if not arm.host_optimized:
+        return arm.model.parent / WEIGHTS_FILE
+    return next(iter(sorted(arm.model.parent.glob(f"{hostopt.PREFIX}*/{WEIGHTS_FILE}"))), None)
 
 
 def measure_latency(arms: Sequence[Arm], threads: int, reps: int, rounds: int) -> list[Any]:
@@ -161,12 +173,14 @@ def prepare(directory: Path) -> list[Arm]:
     resnet = build_examples(directory)["resnet18"].path
     external = _fresh(directory / "shared_weights" / "external")
     graph = externalize(resnet, external)
-    preoptimized = _preoptimize(graph, _fresh(directory / "shared_weights" / "preoptimized"))
+    from sealfn.instance.models import ModelHost
+
+    ModelHost(1, host_optimized=True).load("m", graph)  # builds the host-optimized copy once
     return [
         Arm("a", "a: one .onnx file", resnet, False, wired=False),
-        Arm("b", "b: external weights", graph, False, wired=True),
+        Arm("b", "b: external weights", graph, False, wired=False),
         Arm("c", "c: external, share_weights", graph, True, wired=True),
-        Arm("d", "d: pre-optimized, shared", preoptimized, True, wired=False),
+        Arm("d", "d: host-optimized (default)", graph, False, wired=True, host_optimized=True),
         Arm("floor", "runtime floor", None, False, wired=True),
     ]
 
@@ -176,24 +190,6 @@ def _fresh(folder: Path) -> Path:
 
     shutil.rmtree(folder, ignore_errors=True)
     return folder
-
-
-def _preoptimize(graph: Path, folder: Path) -> Path:
-    """onnxruntime's level-ALL graph (NCHWc on x86) with its weights saved as external data."""
-    import onnxruntime as ort
-
-    folder.mkdir(parents=True)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.optimized_model_filepath = str(folder / "model.onnx")
-    entries = {
-        "session.optimized_model_external_initializers_file_name": WEIGHTS_FILE,
-        "session.optimized_model_external_initializers_min_size_in_bytes": "1024",
-    }
-    for key, value in entries.items():
-        options.add_session_config_entry(key, value)
-    ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    return folder / "model.onnx"
 
 
 # ---- report ---------------------------------------------------------------------------------
@@ -257,9 +253,11 @@ def _model_facts(arms: Sequence[Arm]) -> dict[str, Any]:
     for arm in arms:
         if arm.model is None or arm.key not in ("a", "b", "d"):
             continue
-        layout = external_tensors(arm.model) if arm.key != "a" else {}
+        weights = _mapped_weights(arm)
+        graph = weights.with_name("model.onnx") if arm.host_optimized and weights else arm.model
+        layout = external_tensors(graph) if arm.key != "a" else {}
         facts[arm.key] = {
-            "graph_kib": arm.model.stat().st_size / 1024,
+            "graph_kib": graph.stat().st_size / 1024,
             "external_tensors": len(layout),
             "external_mib": sum(n for _, n in layout.values()) / MiB,
             "page_aligned": all(offset % mmap.PAGESIZE == 0 for offset, _ in layout.values()),
