@@ -100,11 +100,7 @@ async def _load_replica(
     """UNLOAD the surplus copies `replicate` chose, LOAD the model; a failure only logs (the
     model still loads on demand)."""
     try:
-        for name in evict:
-            await unload(instance, name)
-        started = pool.clock()
-        await instance.load(function.name, str(function.model_path), **pool._sealed_meta(function))
-        group.load_s[function.name] = pool.clock() - started
+        await _make_room_and_load(pool, group, function, instance, evict)
     except SealfnError as exc:
         log.warning("replica of %s on %s failed: %s", function.name, instance.id, exc.message)
         group.replica_retry_at[function.name] = pool.clock() + REPLICA_RETRY_S
@@ -161,11 +157,7 @@ async def _load_then_run(  # noqa: PLR0917 - one placement's parts, passed once
 ) -> None:
     """Make room (UNLOAD the LRU idle models the packer chose), LOAD, then run the batch."""
     try:
-        for name in evict:
-            await unload(instance, name)
-        started = pool.clock()
-        await instance.load(function.name, str(function.model_path), **pool._sealed_meta(function))
-        group.load_s[function.name] = pool.clock() - started
+        await _make_room_and_load(pool, group, function, instance, evict)
     except SealfnError as exc:
         instance.loading.discard(function.name)
         instance.release(pool.clock(), function.name)
@@ -178,6 +170,17 @@ async def _load_then_run(  # noqa: PLR0917 - one placement's parts, passed once
         return
     instance.loading.discard(function.name)
     await pool._run_batch(function, instance, batch)
+
+
+async def _make_room_and_load(
+    pool: Pool, group: Group, function: Function, instance: InstanceHandle, evict: tuple[str, ...]
+) -> None:
+    """UNLOAD ``evict``, LOAD the function's model, and learn its switch cost from the load."""
+    for name in evict:
+        await unload(instance, name)
+    started = pool.clock()
+    await instance.load(function.name, str(function.model_path), **pool._sealed_meta(function))
+    group.load_s[function.name] = pool.clock() - started
 
 
 def _start(pool: Pool, group: Group, model: str) -> None:
