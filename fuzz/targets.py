@@ -101,8 +101,6 @@ def _keyservice_body(data: bytes) -> object:
 
 
 def _oip_seeds() -> tuple[bytes, ...]:
-    import numpy as np
-
     seeds = []
     for binary in (False, True):
         tensor = oip.Tensor.from_numpy("x", np.arange(6, dtype=np.float32).reshape(2, 3))
@@ -145,15 +143,18 @@ def _batch_result(data: bytes) -> object:
     return PartitionResult.from_bytes(data)
 
 
-def _any_of(*parsers: Callable[[bytes], object]) -> Callable[[bytes], object]:
-    """Every parser sees the bytes; the input is refused if all of them refuse it."""
+def _any_of(
+    refusals: tuple[type[SealfnError], ...], *parsers: Callable[[bytes], object]
+) -> Callable[[bytes], object]:
+    """Every parser sees the bytes; refused (with one of ``refusals``) if all of them refuse it.
+    Any other exception from any parser propagates: a finding."""
 
     def run(data: bytes) -> object:
         parsed, refusal = [], None
         for parse in parsers:
             try:
                 parsed.append(parse(data))
-            except SealfnError as exc:
+            except refusals as exc:
                 refusal = exc
         if not parsed and refusal is not None:
             raise refusal
@@ -163,14 +164,14 @@ def _any_of(*parsers: Callable[[bytes], object]) -> Callable[[bytes], object]:
 
 
 # A line the rendezvous server reads (a registration) and one a rank reads (the peer table).
-_rendezvous = _any_of(Register.from_bytes, PeerTable.from_bytes)
+_rendezvous = _any_of((ProtocolError,), Register.from_bytes, PeerTable.from_bytes)
 
 
 _ENDPOINTS = (Endpoint(("127.0.0.1", 40411), "host-a", "sealfn-r0"), Endpoint(("::1", 9)))
 
 
 # A line an instance reads (an order) and one the job's root reads (an event).
-_batch_control = _any_of(Order.from_bytes, Event.from_bytes)
+_batch_control = _any_of((ProtocolError,), Order.from_bytes, Event.from_bytes)
 
 
 def _batch_control_seeds() -> tuple[bytes, ...]:
@@ -184,6 +185,7 @@ def _batch_control_seeds() -> tuple[bytes, ...]:
 
 # The gateway's key-id peek, the instance's parse of a request, the client's parse of a reply.
 _he_message = _any_of(
+    (InvalidInput,),
     peek_key_id,
     lambda data: HeMessage.from_bytes(data, HeKind.REQUEST),
     lambda data: HeMessage.from_bytes(data, HeKind.REPLY),
@@ -226,7 +228,7 @@ def _he_decrypt(data: bytes) -> object:
     return he["backend"].decrypt(he["keys"], data, he["plan"].width, 10)
 
 
-_he_ciphertext = _any_of(_he_evaluate, _he_decrypt)
+_he_ciphertext = _any_of((SealfnError,), _he_evaluate, _he_decrypt)
 
 
 def _he_ciphertext_seeds() -> tuple[bytes, ...]:
