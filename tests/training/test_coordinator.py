@@ -9,12 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional
 
 from sealfn.errors import ConfigError, IntegrityError, Unavailable
+from sealfn.training import model
+from sealfn.training.bilinear import Bilinear
 from sealfn.training.coordinator import TrainConfig, Trainer, batches, train, worker_pool
 from sealfn.training.data import digits
 from sealfn.training.exact_engine import ExactEngine
-from sealfn.training.offload import Engine, ObfuscatedEngine, OpCounts
+from sealfn.training.offload import Engine, ObfuscatedEngine, OpCounts, PlainEngine
 from sealfn.training.pool import WorkerOptions, WorkerPool
 
 ONE_THREAD = WorkerOptions(threads=1)
@@ -97,11 +100,14 @@ class Recording:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.counts = inner.counts
+        self.conv = inner.conv
         self.plaintext: list[np.ndarray] = []
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
+    ) -> tuple[torch.Tensor, Any]:
         self.plaintext += [x.numpy().copy(), w.numpy().copy()]
-        return self.inner.forward(x, w, keep)
+        return self.inner.forward(x, w, keep, op)
 
     def backward(
         self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
@@ -124,15 +130,17 @@ def _leaks(seen: list[np.ndarray], plaintext: list[np.ndarray]) -> bool:
     )
 
 
-def _observe(tmp_path: Path, mode: str, *, identity: bool = False) -> tuple[list[Any], list[Any]]:
+def _observe(
+    tmp_path: Path, mode: str, *, identity: bool = False, conv: str = "im2col"
+) -> tuple[list[Any], list[Any]]:
     trace = tmp_path / mode / str(identity)
     trace.mkdir(parents=True)
-    config = TrainConfig(model="cnn", mode=mode, dtype="float32")
+    config = TrainConfig(model="cnn", mode=mode, dtype="float32", conv=conv)
     with WorkerPool(1, WorkerOptions(threads=1, trace=trace)) as workers:
         inner: Engine = (
             ExactEngine(workers)
             if mode == "exact"
-            else ObfuscatedEngine(workers, identity=identity)
+            else ObfuscatedEngine(workers, identity=identity, conv=conv)
         )
         engine = Recording(inner)
         trainer = Trainer(config, engine)
@@ -143,14 +151,20 @@ def _observe(tmp_path: Path, mode: str, *, identity: bool = False) -> tuple[list
     return seen, engine.plaintext
 
 
-@pytest.mark.parametrize("mode", ["obfuscated", "exact"])
-def test_the_worker_never_receives_plaintext(tmp_path: Path, mode: str) -> None:
-    seen, plaintext = _observe(tmp_path, mode)
+@pytest.mark.parametrize(
+    ("mode", "conv"), [("obfuscated", "im2col"), ("obfuscated", "channel"), ("exact", "im2col")]
+)
+def test_the_worker_never_receives_plaintext(tmp_path: Path, mode: str, conv: str) -> None:
+    seen, plaintext = _observe(tmp_path, mode, conv=conv)
     assert not _leaks(seen, plaintext)
+    assert any(tensor.ndim == 4 for tensor in seen) is (conv == "channel")  # whole convolutions
 
 
-def test_negative_control_the_leak_detector_sees_unobfuscated_tensors(tmp_path: Path) -> None:
-    seen, plaintext = _observe(tmp_path, "obfuscated", identity=True)
+@pytest.mark.parametrize("conv", ["im2col", "channel"])
+def test_negative_control_the_leak_detector_sees_unobfuscated_tensors(
+    tmp_path: Path, conv: str
+) -> None:
+    seen, plaintext = _observe(tmp_path, "obfuscated", identity=True, conv=conv)
     assert _leaks(seen, plaintext)
 
 
@@ -233,3 +247,46 @@ def test_exact_mode_refuses_to_put_two_roles_on_one_worker_after_a_loss() -> Non
         with pytest.raises(Unavailable):
             for _ in range(2):  # the first step may only now notice the loss
                 trainer.step(x, y)
+
+
+@pytest.mark.parametrize("conv", ["im2col", "channel"])
+def test_plain_offloading_recomputes_a_lost_workers_products_on_a_live_one(conv: str) -> None:
+    config = TrainConfig(model="cnn", mode="plain", dtype="float64", workers=2, conv=conv)
+    data = digits(config.torch_dtype)
+    with WorkerPool(2, ONE_THREAD) as workers:
+        engine = PlainEngine(workers, conv=conv)
+        plain, offloaded = Trainer(config, None), Trainer(config, engine)
+        for step, (x, y) in enumerate(batches(data, config, 1)[:6]):
+            if step == 3:
+                workers[0].process.kill()
+                workers[0].process.wait()
+            assert abs(plain.step(x, y)[0] - offloaded.step(x, y)[0]) <= 1e-8
+        assert workers.alive() == [1]
+    assert {(i.worker, i.reason) for i in engine.incidents} == {(0, "lost")}
+
+
+@pytest.mark.parametrize("mode", ["plain", "obfuscated"])
+@pytest.mark.parametrize("conv", ["im2col", "channel"])
+def test_a_worker_lost_between_forward_and_backward_is_replaced(mode: str, conv: str) -> None:
+    """The backward of products whose operands sat on the lost worker runs on a live one, which
+    is sent them again (obfuscated: under a fresh key), and the gradients are still exact."""
+    config = TrainConfig(model="cnn", mode=mode, dtype="float64", workers=2, conv=conv)
+    x, y = batches(digits(config.torch_dtype), config, 1)[0]
+    local = Trainer(config, None)
+    functional.cross_entropy(local.net(x), y).backward()  # type: ignore[no-untyped-call]
+    with WorkerPool(2, ONE_THREAD) as workers:
+        engine = (
+            PlainEngine(workers, conv=conv)
+            if mode == "plain"
+            else ObfuscatedEngine(workers, conv=conv)
+        )
+        offloaded = Trainer(config, engine)
+        loss = functional.cross_entropy(model.forward(offloaded.net, x, engine), y)
+        workers[0].process.kill()
+        workers[0].process.wait()
+        loss.backward()  # type: ignore[no-untyped-call]
+    for want, got in zip(local.net.parameters(), offloaded.net.parameters(), strict=True):
+        assert want.grad is not None and got.grad is not None
+        # atol: a conv bias before batch norm has a gradient of exactly 0, up to rounding
+        assert torch.allclose(got.grad, want.grad, rtol=1e-9, atol=1e-12)
+    assert {(i.worker, i.reason, i.phase) for i in engine.incidents} == {(0, "lost", "backward")}

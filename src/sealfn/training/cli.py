@@ -30,6 +30,12 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
     parser.add_argument("--no-key-shift", action="store_true", help="fresh keys for backward too")
     parser.add_argument("--repetitions", type=int, default=2, help="Freivalds repetitions")
+    parser.add_argument(
+        "--conv",
+        choices=("im2col", "channel"),
+        default="im2col",
+        help="channel: whole convolutions with channel-level keys (cheaper; leaks spatial layout)",
+    )
     parser.add_argument("--model-id", default="trained")
     parser.add_argument("--tee", choices=("auto", "simulated"), default="auto")
     parser.add_argument("--platform-dir", type=Path, default=None, help="simulated platform")
@@ -55,6 +61,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         key_shift=not args.no_key_shift,
         repetitions=args.repetitions,
+        conv=args.conv,
     )
     options = RunOptions(
         out_dir=args.out,

@@ -23,6 +23,7 @@ from sealfn.training import model
 from sealfn.training.data import Dataset, digits
 from sealfn.training.exact_engine import ROLES, ExactEngine
 from sealfn.training.offload import (
+    CONV_LOWERINGS,
     Engine,
     Incident,
     LocalEngine,
@@ -52,9 +53,15 @@ class TrainConfig:
     seed: int = 0  # initial weights and batch order (not keys: those come from os.urandom)
     key_shift: bool = True
     repetitions: int = 2  # Freivalds repetitions per product
+    conv: str = "im2col"  # convolutions as im2col products, or "channel": channel-level keys
 
     def __post_init__(self) -> None:
-        choices = {"model": model.MODELS, "mode": MODES, "dtype": tuple(DTYPES)}
+        choices = {
+            "model": model.MODELS,
+            "mode": MODES,
+            "dtype": tuple(DTYPES),
+            "conv": CONV_LOWERINGS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 value = getattr(self, name)
@@ -64,6 +71,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be at least 1")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr!r}: must be positive")
+        if self.conv == "channel" and (self.mode == "exact" or not self.key_shift):
+            raise ConfigError("conv='channel' needs mode local, plain or obfuscated with key shift")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -114,14 +123,16 @@ class TrainResult:
 
 def make_engine(config: TrainConfig, pool: WorkerPool | None) -> Engine:
     if config.mode == "local":
-        return LocalEngine()
+        return LocalEngine(conv=config.conv)
     if pool is None:
         raise ConfigError(f"mode={config.mode!r} needs workers")
     if config.mode == "plain":
-        return PlainEngine(pool)
+        return PlainEngine(pool, conv=config.conv)
     if config.mode == "exact":
         return ExactEngine(pool, repetitions=config.repetitions)
-    return ObfuscatedEngine(pool, key_shift=config.key_shift, repetitions=config.repetitions)
+    return ObfuscatedEngine(
+        pool, key_shift=config.key_shift, repetitions=config.repetitions, conv=config.conv
+    )
 
 
 @contextlib.contextmanager

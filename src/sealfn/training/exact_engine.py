@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sealfn.errors import InstanceFailed, Unavailable
+from sealfn.errors import ConfigError, InstanceFailed, Unavailable
 from sealfn.training import fieldmask, freivalds
+from sealfn.training.bilinear import MATMUL, Bilinear
 from sealfn.training.offload import Offloading, to_numpy, to_tensor
 from sealfn.training.pool import WorkerPool
 from sealfn.training.wire import Product, WorkRequest, operand_id
@@ -36,7 +37,11 @@ class ExactEngine(Offloading):
         """Whether each role has a live worker of its own (the condition for hiding values)."""
         return len(self.pool.alive()) >= ROLES
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
+    ) -> tuple[torch.Tensor, Any]:
+        if op is not MATMUL:
+            raise ConfigError("exact mode offloads matrix products only (convolutions by im2col)")
         return self._product(x, w, "forward"), (x, w)
 
     def backward(

@@ -26,6 +26,7 @@ repetition with probability ≤ 1/P (Freivalds over a field).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,16 +58,18 @@ def probes(p: int, k: int, rng: np.random.Generator, dtype: torch.dtype) -> torc
 class Expectation:
     """What C = A·B must satisfy, computed from A, B and secret probes before C arrives."""
 
-    shape: tuple[int, int]  # (m, p) of C
+    shape: tuple[int, ...]  # of C: (m, p) for a matrix product
     rows: torch.Tensor  # (k, p): the probe vectors rᵀ
-    expected: torch.Tensor  # (k, m): rᵀ Bᵀ Aᵀ = (A (B r))ᵀ
-    tolerance: torch.Tensor  # (k, m): the rounding bound of each entry
+    expected: torch.Tensor  # matrix product: (k, m), rᵀ Bᵀ Aᵀ = (A (B r))ᵀ; else op(A, B r)
+    tolerance: torch.Tensor  # the rounding bound of each entry of ``expected``
+    axis: int | None = None  # the axis of C that r contracts; None: a matrix product's
 
     def verify(self, c: torch.Tensor) -> None:
         """Raise IntegrityError unless C = A·B up to floating-point rounding."""
         if tuple(c.shape) != self.shape or c.dtype != self.rows.dtype:
             raise IntegrityError("a worker returned a product that fails verification")
-        diff = (self.rows @ c.T).sub_(self.expected).abs_()  # (k, m)
+        got = self.rows @ c.T if self.axis is None else contract(c, self.rows, self.axis)
+        diff = got.sub_(self.expected).abs_()
         if not bool((diff <= self.tolerance).all()):  # NaN compares False: NaN or inf in C fails
             raise IntegrityError("a worker returned a product that fails verification")
 
@@ -94,6 +97,42 @@ def expect(
     abs_b = b.abs() if abs_b is None else abs_b
     tolerance = ((rows.abs() @ abs_b.T) @ abs_a.T).mul_(bound).add_(tiny)
     return Expectation((a.shape[0], p), rows, expected, tolerance)
+
+
+def contract(t: torch.Tensor, rows: torch.Tensor, axis: int) -> torch.Tensor:
+    """Σ_j rows[i, j] · t[..., j, ...] along ``axis``: that axis, of length p, becomes length k."""
+    contracted: torch.Tensor = torch.tensordot(rows, t, dims=([1], [axis]))
+    return contracted.movedim(0, axis)
+
+
+def expect_bilinear(
+    op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    b_axis: int,
+    c_axis: int,
+    c_shape: tuple[int, ...],
+    terms: int,
+    rng: np.random.Generator,
+    repetitions: int = DEFAULT_REPETITIONS,
+    abs_a: torch.Tensor,
+    abs_b: torch.Tensor,
+) -> Expectation:
+    """:func:`expect` for any product C = op(A, B) linear in B along ``b_axis``, where that axis
+    becomes C's ``c_axis`` and each entry of C is a sum of at most ``terms`` products of an entry
+    of A and one of B (a convolution and its two gradients): op(A, B r) = C r, and the rounding
+    bound is the matrix product's with n = ``terms``. It assumes the worker sums those products
+    directly (any order), as direct and im2col convolutions do; Winograd or FFT convolutions
+    round differently and are not covered by the bound."""
+    p = b.shape[b_axis]
+    u = unit_roundoff(b.dtype)
+    bound = SAFETY * (2 * _gamma(terms, u) + 2 * _gamma(p, u) + 4 * u)
+    tiny = float(torch.finfo(b.dtype).tiny) * (terms + p)
+    rows = probes(p, repetitions, rng, b.dtype)
+    expected = op(a, contract(b, rows, b_axis))
+    tolerance = op(abs_a, contract(abs_b, rows.abs(), b_axis)).mul_(bound).add_(tiny)
+    return Expectation(c_shape, rows, expected, tolerance, c_axis)
 
 
 def check(

@@ -1,4 +1,5 @@
-"""The only arithmetic an accelerator worker does: float products, and exact products mod p.
+"""The only arithmetic an accelerator worker does: float products and convolutions, and exact
+products mod p.
 
 Imports torch and nothing of sealfn's training code, so the worker can use it without ever
 loading model code.
@@ -18,6 +19,8 @@ exact because every intermediate is an integer below 2**53:
 from __future__ import annotations
 
 import torch
+from torch.nn import functional
+from torch.nn import grad as conv_grad
 
 P = (1 << 26) - 5  # prime (checked by a test with a deterministic Miller-Rabin)
 LIMB_BITS = 13
@@ -27,6 +30,38 @@ BLOCK = 1 << 13  # inner-dimension terms per exact GEMM block (see the module do
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The plain float product a @ b (TF32 is switched off by the worker for exactness)."""
     return a @ b
+
+
+CONV_OPS = ("conv2d", "conv2d_input", "conv2d_weight")
+
+
+def conv(
+    op: str,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    *,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    shape: tuple[int, ...],
+) -> torch.Tensor:
+    """A 2-D convolution or one of its two gradients (no bias, no groups).
+
+    ``conv2d``: left = input (B, C, H, W), right = weight (O, C, kh, kw). ``conv2d_input``: the
+    gradient of the input, left = grad_output (B, O, H', W'), right = weight, ``shape`` the
+    input's. ``conv2d_weight``: the gradient of the weight, left = input, right = grad_output,
+    ``shape`` the weight's.
+    """
+    if op == "conv2d":
+        return functional.conv2d(left, right, None, stride, padding, dilation)
+    out: torch.Tensor
+    if op == "conv2d_input":
+        out = conv_grad.conv2d_input(shape, right, left, stride, padding, dilation)  # type: ignore[no-untyped-call]
+        return out
+    if op == "conv2d_weight":
+        out = conv_grad.conv2d_weight(left, shape, right, stride, padding, dilation)  # type: ignore[no-untyped-call]
+        return out
+    raise ValueError(f"unknown convolution op {op!r}")
 
 
 def matmul_mod_p(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from sealfn.training.bilinear import Conv2d
 from sealfn.training.offload import Engine, product
 
 MODELS = ("mlp", "cnn")
@@ -63,9 +64,22 @@ def linear(x: torch.Tensor, layer: nn.Linear, engine: Engine) -> torch.Tensor:
 
 
 def conv2d(x: torch.Tensor, layer: nn.Conv2d, engine: Engine) -> torch.Tensor:
-    """Conv2d as im2col then one product: (B*L, C*k*k) @ (C*k*k, O), L output positions."""
+    """Conv2d as im2col then one product: (B*L, C*k*k) @ (C*k*k, O), L output positions; or,
+    for an engine with ``conv == "channel"``, as one convolution with channel-level keys."""
     if layer.groups != 1 or not isinstance(layer.padding, tuple):
         raise ValueError("only ungrouped convolutions with explicit padding are offloaded")
+    if engine.conv == "channel":
+        (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+        ph, pw = (int(v) for v in layer.padding)
+        op = Conv2d(
+            (x.shape[0], x.shape[1], x.shape[2], x.shape[3]),
+            (layer.out_channels, layer.in_channels, kh, kw),
+            (sh, sw),
+            (ph, pw),
+            (dh, dw),
+        )
+        y = product(x.contiguous(), layer.weight, engine, op)
+        return y + layer.bias[None, :, None, None] if layer.bias is not None else y
     batch, _, height, width = x.shape
     kernel, stride, padding, dilation = (
         layer.kernel_size,

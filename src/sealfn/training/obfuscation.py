@@ -24,22 +24,32 @@ from sealfn.training.keys import AxisKey, MatmulKey
 
 
 def scramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int) -> torch.Tensor:
-    """P_r D_r^e_r · a · D_c^e_c P_cᵀ for a 2-D ``a`` (rows x cols).
+    """P_r D_r^e_r · a · D_c^e_c P_cᵀ on the first two axes of ``a`` (rows x cols x ...; any
+    further axes, a convolution's spatial ones, are left as they are).
 
     Gather first, then scale by the keys' pre-permuted factors (P D = D[perm] P): two
     ``index_select`` (several times faster than one 2-D advanced-index gather) and two in-place
     multiplies, one new tensor.
     """
     out = a.index_select(0, rows.perm).index_select(1, cols.perm)
-    out.mul_(rows.factor(e_r, a.dtype, permuted=True)[:, None])
-    return out.mul_(cols.factor(e_c, a.dtype, permuted=True)[None, :])
+    return _scale(
+        out, rows.factor(e_r, a.dtype, permuted=True), cols.factor(e_c, a.dtype, permuted=True)
+    )
 
 
 def unscramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int) -> torch.Tensor:
     """The inverse of :func:`scramble` with the same exponents: D_r^-e_r P_rᵀ · a · P_c D_c^-e_c."""
     out = a.index_select(0, rows.inverse).index_select(1, cols.inverse)
-    out.mul_(rows.factor(-e_r, a.dtype, permuted=False)[:, None])
-    return out.mul_(cols.factor(-e_c, a.dtype, permuted=False)[None, :])
+    return _scale(
+        out, rows.factor(-e_r, a.dtype, permuted=False), cols.factor(-e_c, a.dtype, permuted=False)
+    )
+
+
+def _scale(out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """out (r, c, ...) times rows[i] · cols[j], in place."""
+    rest = (1,) * (out.dim() - 2)
+    out.mul_(rows.view(-1, 1, *rest))
+    return out.mul_(cols.view(1, -1, *rest))
 
 
 def encode_x(x: torch.Tensor, key: MatmulKey) -> torch.Tensor:

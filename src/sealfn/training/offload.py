@@ -1,8 +1,10 @@
 """Where a layer's products run: in the coordinator, or on workers (plain, obfuscated, exact).
 
-Every engine offers ``forward(x, w) -> (y, handle)`` and ``backward(handle, dy) -> (dx, dw)``;
-:func:`product` wraps that in an autograd function, so the trusted coordinator's PyTorch does
-everything else (non-linear layers, batch-norm statistics, loss, optimizer) unchanged.
+Every engine offers ``forward(x, w, keep, op) -> (y, handle)`` and ``backward(handle, dy) ->
+(dx, dw)`` for a :mod:`~sealfn.training.bilinear` product ``op`` (a matrix product, or a
+convolution with channel-level keys); :func:`product` wraps that in an autograd function, so the
+trusted coordinator's PyTorch does everything else (non-linear layers, batch-norm statistics,
+loss, optimizer) unchanged.
 
 * :class:`LocalEngine`: the product in the coordinator itself (the TEE-only baseline).
 * :class:`PlainEngine`: operands sent in the clear, results trusted (the insecure baseline).
@@ -14,7 +16,7 @@ everything else (non-linear layers, batch-norm statistics, loss, optimizer) unch
 A result that fails verification, or a worker that is lost (dies, answers out of turn, refuses),
 makes the verified engines recompute the product with fresh keys on the next live worker; every
 such incident is recorded, and when no worker is left the step is aborted with
-``IntegrityError``.
+``IntegrityError``. The plain engine recomputes on a live worker too when one is lost.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ import torch
 
 from sealfn.errors import InstanceFailed, IntegrityError
 from sealfn.training import freivalds
-from sealfn.training import obfuscation as ob
+from sealfn.training.bilinear import MATMUL, Bilinear, Checks
 from sealfn.training.keys import KeyPool, MatmulKey, csprng
 from sealfn.training.pool import WorkerHandle, WorkerPool
-from sealfn.training.wire import Product, WorkRequest, operand_id
+from sealfn.training.wire import WorkRequest, operand_id
 
 T = TypeVar("T")
 
@@ -59,10 +61,16 @@ class Incident:
     reason: str  # "verification" / "lost"
 
 
+CONV_LOWERINGS = ("im2col", "channel")
+
+
 class Engine(Protocol):
     counts: OpCounts
+    conv: str  # how the model lowers a convolution for this engine: "im2col" or "channel"
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]: ...
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
+    ) -> tuple[torch.Tensor, Any]: ...
 
     def backward(
         self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
@@ -71,8 +79,10 @@ class Engine(Protocol):
 
 class _Product(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, engine: Engine, keep: bool) -> Any:
-        y, handle = engine.forward(x.detach(), w.detach(), keep)
+    def forward(  # noqa: PLR0917 (autograd passes apply()'s arguments positionally)
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, engine: Engine, keep: bool, op: Bilinear
+    ) -> Any:
+        y, handle = engine.forward(x.detach(), w.detach(), keep, op)
         ctx.engine, ctx.handle = engine, handle
         return y
 
@@ -81,29 +91,34 @@ class _Product(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         dx, dw = ctx.engine.backward(ctx.handle, dy.contiguous(), need_x, need_w)
         ctx.handle = None
-        return dx, dw, None, None
+        return dx, dw, None, None, None
 
 
-def product(x: torch.Tensor, w: torch.Tensor, engine: Engine) -> torch.Tensor:
-    """x (m, n) @ w (n, p) computed by ``engine``, differentiable."""
+def product(
+    x: torch.Tensor, w: torch.Tensor, engine: Engine, op: Bilinear = MATMUL
+) -> torch.Tensor:
+    """``op(x, w)`` (by default x (m, n) @ w (n, p)) computed by ``engine``, differentiable."""
     keep = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
-    return _Product.apply(x, w, engine, keep)  # type: ignore[no-untyped-call,no-any-return]
+    return _Product.apply(x, w, engine, keep, op)  # type: ignore[no-untyped-call,no-any-return]
 
 
 @dataclass
 class LocalEngine:
     """Every product inside the coordinator (no worker)."""
 
+    conv: str = "im2col"
     counts: OpCounts = field(default_factory=OpCounts)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
-        return x @ w, (x, w)
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
+    ) -> tuple[torch.Tensor, Any]:
+        return op.y(x, w), (x, w, op)
 
     def backward(
         self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, w = handle
-        return (dy @ w.T if need_x else None), (x.T @ dy if need_w else None)
+        x, w, op = handle
+        return (op.dx(dy, w) if need_x else None), (op.dw(x, dy) if need_w else None)
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -119,8 +134,11 @@ def to_tensor(a: np.ndarray) -> torch.Tensor:
 class Offloading:
     """What the offloading engines share: the pool, round-robin placement, retries, counts."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, *, conv: str = "im2col") -> None:
+        if conv not in CONV_LOWERINGS:
+            raise ValueError(f"conv={conv!r}: expected one of {', '.join(CONV_LOWERINGS)}")
         self.pool = pool
+        self.conv = conv
         self.counts = OpCounts()
         self.incidents: list[Incident] = []
         self.rng = csprng()
@@ -159,53 +177,88 @@ class Offloading:
 
 
 class PlainEngine(Offloading):
-    """Operands in the clear, results unchecked: the insecure offloading baseline."""
+    """Operands in the clear, results unchecked: the insecure offloading baseline. A worker that
+    is lost has its product recomputed on the next live one (a backward there gets X and W
+    again, with dY)."""
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
-        index = self._place()
-        xa, wa = to_numpy(x), to_numpy(w)
-        ids = operand_id(), operand_id()
-        drop = () if keep else ids
-        request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), drop)
-        (y,) = self._run(self.pool[index], request)
-        return y, (index, ids)
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
+    ) -> tuple[torch.Tensor, Any]:
+        def job(index: int) -> tuple[torch.Tensor, Any]:
+            xa, wa = to_numpy(x), to_numpy(w)
+            ids = operand_id(), operand_id()
+            drop = () if keep else ids
+            request = WorkRequest(((ids[0], xa), (ids[1], wa)), (op.product_y(*ids),), drop)
+            (y,) = self._run(self.pool[index], request)
+            return y, _Plain(index, ids, x, w, op)
+
+        return self._retrying(job, self._place(), "forward")
 
     def backward(
         self, handle: Any, dy: torch.Tensor, need_x: bool, need_w: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        index, ids = handle
-        request = backward_request(to_numpy(dy), ids, need_x, need_w)
-        results = iter(self._run(self.pool[index], request))
-        return (next(results) if need_x else None), (next(results) if need_w else None)
+        sent: _Plain = handle
+
+        def job(index: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            ids, upload = sent.ids, ()  # type: tuple[str, str], tuple[tuple[str, np.ndarray], ...]
+            if index != sent.worker:  # X and W were on a lost worker: send them again
+                ids = operand_id(), operand_id()
+                upload = ((ids[0], to_numpy(sent.x)), (ids[1], to_numpy(sent.w)))
+            request = backward_request(
+                to_numpy(dy), ids, sent.op, need_x=need_x, need_w=need_w, upload=upload
+            )
+            results = iter(self._run(self.pool[index], request))
+            return (next(results) if need_x else None), (next(results) if need_w else None)
+
+        return self._retrying(job, sent.worker, "backward")
+
+
+@dataclass(frozen=True)
+class _Plain:
+    worker: int
+    ids: tuple[str, str]
+    x: torch.Tensor  # kept for a recomputation on another worker
+    w: torch.Tensor
+    op: Bilinear
 
 
 def backward_request(
-    dy: np.ndarray, ids: tuple[str, str], need_x: bool, need_w: bool
+    dy: np.ndarray,
+    ids: tuple[str, str],
+    op: Bilinear,
+    *,
+    need_x: bool,
+    need_w: bool,
+    upload: tuple[tuple[str, np.ndarray], ...] = (),
 ) -> WorkRequest:
-    """Send dY; dX = dY·Wᵀ and dW = Xᵀ·dY on the cached X and W, which are then dropped."""
+    """Send dY (and ``upload``: X and W again); dX and dW from the worker's X and W, which are
+    then dropped."""
     dyid = operand_id()
     xid, wid = ids
     products = []
     if need_x:
-        products.append(Product(dyid, wid, transpose_right=True))
+        products.append(op.product_dx(dyid, wid))
     if need_w:
-        products.append(Product(xid, dyid, transpose_left=True))
-    return WorkRequest(((dyid, dy),), tuple(products), (dyid, xid, wid))
+        products.append(op.product_dw(xid, dyid))
+    return WorkRequest(((dyid, dy), *upload), tuple(products), (dyid, xid, wid))
 
 
 @dataclass
 class _Sent:
-    """A forward product's state kept in the TEE for its backward pass."""
+    """A product's obfuscated operands on a worker, kept in the TEE for the backward pass."""
 
     worker: int
+    op: Bilinear
     key: MatmulKey
     xp: torch.Tensor  # X', as the worker holds it
     wp: torch.Tensor  # W'
-    abs_xp: torch.Tensor  # |X'| and |W'|, for the backward checks' tolerances
-    abs_wp: torch.Tensor
     ids: tuple[str, str]
+    checks: Checks  # probes' CSPRNG, k, |X'|, |W'| (and later |dY'|)
     x: torch.Tensor  # plaintext operands, for a recomputation elsewhere
     w: torch.Tensor
+
+    def upload(self) -> tuple[tuple[str, np.ndarray], ...]:
+        return (self.ids[0], to_numpy(self.xp)), (self.ids[1], to_numpy(self.wp))
 
 
 class ObfuscatedEngine(Offloading):
@@ -216,6 +269,9 @@ class ObfuscatedEngine(Offloading):
     kept secret, A·(B·r), tolerances; see :mod:`~sealfn.training.freivalds`) and tops up its
     key pool; when the result arrives only C·r and the comparison are left. Every result is
     still verified before it is decoded and used.
+
+    ``conv="channel"`` offloads convolutions whole, with channel-level keys
+    (:class:`~sealfn.training.bilinear.Conv2d`); it needs the key shift.
 
     ``identity`` draws P = D = I keys: no obfuscation at all. It exists only so tests can prove
     that their leak detectors do detect plaintext (a negative control); never use it otherwise.
@@ -228,16 +284,21 @@ class ObfuscatedEngine(Offloading):
         key_shift: bool = True,
         repetitions: int = freivalds.DEFAULT_REPETITIONS,
         identity: bool = False,
+        conv: str = "im2col",
     ) -> None:
-        super().__init__(pool)
+        super().__init__(pool, conv=conv)
+        if conv == "channel" and not key_shift:
+            raise ValueError("channel-level convolution keys need the key shift")
         self.key_shift = key_shift
         self.repetitions = repetitions
         self.identity = identity
         self._keys: dict[torch.dtype, KeyPool] = {}
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, keep: bool) -> tuple[torch.Tensor, Any]:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
+    ) -> tuple[torch.Tensor, Any]:
         def job(index: int) -> tuple[torch.Tensor, _Sent]:
-            return self._forward_on(index, x, w, keep and self.key_shift)
+            return self._forward_on(index, x, w, keep and self.key_shift, op)
 
         return self._retrying(job, self._place(), "forward")
 
@@ -247,20 +308,30 @@ class ObfuscatedEngine(Offloading):
         sent: _Sent = handle
 
         def job(index: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            if self.key_shift and index == sent.worker:
-                return self._shifted_backward(sent, dy, need_x, need_w)
-            return self._fresh_backward(index, sent, dy, need_x, need_w)
+            if not self.key_shift:
+                return self._fresh_backward(index, sent, dy, need_x, need_w)
+            if index == sent.worker:
+                return self._shifted_backward(sent, dy, need_x, need_w, upload=False)
+            # X', W' were on a worker that failed: a fresh key, X', W' sent with dY'
+            moved = self._encode(index, sent.x, sent.w, sent.op)
+            return self._shifted_backward(moved, dy, need_x, need_w, upload=True)
 
         # The key-shift request itself drops X', W' from the worker, whether or not it verifies.
         return self._retrying(job, sent.worker, "backward")
 
-    def _key(self, x: torch.Tensor, w: torch.Tensor) -> MatmulKey:
-        m, n, p = x.shape[0], x.shape[1], w.shape[1]
+    def _encode(self, index: int, x: torch.Tensor, w: torch.Tensor, op: Bilinear) -> _Sent:
+        """A fresh key and the obfuscated operands for ``index``."""
+        m, n, p = op.sizes(x, w)
         if self.identity:
-            return MatmulKey.draw(m, n, p, self.rng, identity=True)
-        if x.dtype not in self._keys:
-            self._keys[x.dtype] = KeyPool(self.rng, x.dtype)
-        return self._keys[x.dtype].draw(m, n, p)
+            key = MatmulKey.draw(m, n, p, self.rng, identity=True)
+        else:
+            if x.dtype not in self._keys:
+                self._keys[x.dtype] = KeyPool(self.rng, x.dtype)
+            key = self._keys[x.dtype].draw(m, n, p)
+        xp, wp = op.encode_x(x, key), op.encode_w(w, key)
+        self.counts.encryptions += 2
+        checks = Checks(self.rng, self.repetitions, {})
+        return _Sent(index, op, key, xp, wp, (operand_id(), operand_id()), checks, x, w)
 
     def _while_waiting(self) -> None:
         """Work for the idle time between sending a request and its reply."""
@@ -268,47 +339,45 @@ class ObfuscatedEngine(Offloading):
             keys.refill()
 
     def _forward_on(
-        self, index: int, x: torch.Tensor, w: torch.Tensor, keep: bool
+        self, index: int, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
     ) -> tuple[torch.Tensor, _Sent]:
-        key = self._key(x, w)
-        xp, wp = ob.encode_x(x, key), ob.encode_w(w, key)
-        self.counts.encryptions += 2
-        xa, wa = to_numpy(xp), to_numpy(wp)
-        ids = operand_id(), operand_id()
-        request = WorkRequest(((ids[0], xa), (ids[1], wa)), (Product(*ids),), () if keep else ids)
+        sent = self._encode(index, x, w, op)
+        request = WorkRequest(sent.upload(), (op.product_y(*sent.ids),), () if keep else sent.ids)
         worker = self.pool[index]
         worker.submit(request)
-        abs_xp, abs_wp = xp.abs(), wp.abs()
-        expectation = self._expect(xp, wp, abs_xp, abs_wp)
+        expectation = op.expect_y(sent.xp, sent.wp, sent.checks)
         self._while_waiting()
         (yp,) = self._collect(worker, 1)
         self._verify(expectation, yp)
         self.counts.decryptions += 1
-        return ob.decode_y(yp, key), _Sent(index, key, xp, wp, abs_xp, abs_wp, ids, x, w)
+        return op.decode_y(yp, sent.key), sent
 
     def _shifted_backward(
-        self, sent: _Sent, dy: torch.Tensor, need_x: bool, need_w: bool
+        self, sent: _Sent, dy: torch.Tensor, need_x: bool, need_w: bool, *, upload: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Encrypt dY once; dX' = dY' W'^T and dW' = X'^T dY' reuse the cached X', W'."""
-        dyp = ob.encode_dy(dy, sent.key)
+        """Encrypt dY once; dX' and dW' reuse X', W' (cached on the worker, or ``upload``ed)."""
+        op = sent.op
+        dyp = op.encode_dy(dy, sent.key)
         self.counts.encryptions += 1
-        request = backward_request(to_numpy(dyp), sent.ids, need_x, need_w)
+        more = sent.upload() if upload else ()
+        request = backward_request(
+            to_numpy(dyp), sent.ids, op, need_x=need_x, need_w=need_w, upload=more
+        )
         worker = self.pool[sent.worker]
         worker.submit(request)
-        abs_dyp = dyp.abs()
-        for_dx = self._expect(dyp, sent.wp.T, abs_dyp, sent.abs_wp.T) if need_x else None
-        for_dw = self._expect(sent.xp.T, dyp, sent.abs_xp.T, abs_dyp) if need_w else None
+        for_dx = op.expect_dx(dyp, sent.wp, sent.checks) if need_x else None
+        for_dw = op.expect_dw(sent.xp, dyp, sent.checks) if need_w else None
         self._while_waiting()
         results = iter(self._collect(worker, len(request.products)))
         dx = dw = None
         if for_dx is not None:
             dxp = next(results)
             self._verify(for_dx, dxp)
-            dx = ob.decode_dx(dxp, sent.key)
+            dx = op.decode_dx(dxp, sent.key)
         if for_dw is not None:
             dwp = next(results)
             self._verify(for_dw, dwp)
-            dw = ob.decode_dw(dwp, sent.key)
+            dw = op.decode_dw(dwp, sent.key)
         self.counts.decryptions += int(need_x) + int(need_w)
         return dx, dw
 
@@ -316,16 +385,9 @@ class ObfuscatedEngine(Offloading):
         self, index: int, sent: _Sent, dy: torch.Tensor, need_x: bool, need_w: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Without key shift: dX = dY W^T and dW = X^T dY as two new products, new keys each."""
-        dx = self._forward_on(index, dy, sent.w.T, False)[0] if need_x else None
-        dw = self._forward_on(index, sent.x.T, dy, False)[0] if need_w else None
+        dx = self._forward_on(index, dy, sent.w.T, False, MATMUL)[0] if need_x else None
+        dw = self._forward_on(index, sent.x.T, dy, False, MATMUL)[0] if need_w else None
         return dx, dw
-
-    def _expect(
-        self, a: torch.Tensor, b: torch.Tensor, abs_a: torch.Tensor, abs_b: torch.Tensor
-    ) -> freivalds.Expectation:
-        return freivalds.expect(
-            a, b, self.rng, repetitions=self.repetitions, abs_a=abs_a, abs_b=abs_b
-        )
 
     def _verify(self, expectation: freivalds.Expectation, c: torch.Tensor) -> None:
         self.counts.checks += 1

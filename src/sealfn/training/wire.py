@@ -18,6 +18,7 @@ import numpy as np
 from sealfn.errors import InstanceFailed, ProtocolError
 from sealfn.ipc.frames import LENGTH, MAX_FRAME, Frame, Kind, tensors_from_json, tensors_to_json
 from sealfn.ipc.tensors import TensorWriter, read_tensor
+from sealfn.training.kernels import CONV_OPS
 
 _INLINE_ALL = MAX_FRAME  # no shared-memory arena here: every tensor travels inline
 _CHUNK = 1 << 20  # bytes per recv_into
@@ -33,24 +34,78 @@ def operand_id() -> str:
 
 
 @dataclass(frozen=True)
+class Conv:
+    """A convolution instead of a matrix product: which op (``kernels.CONV_OPS``), its geometry,
+    and for the two gradients the shape of the input (``conv2d_input``) or weight
+    (``conv2d_weight``) being computed."""
+
+    op: str
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    shape: tuple[int, ...] = ()
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.op,
+            list(self.stride),
+            list(self.padding),
+            list(self.dilation),
+            list(self.shape),
+        ]
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Conv:
+        if not isinstance(raw, list) or len(raw) != 5 or raw[0] not in CONV_OPS:
+            raise ProtocolError("malformed convolution in a work request")
+        op, stride, padding, dilation, shape = raw
+        return cls(op, _pair(stride), _pair(padding), _pair(dilation), _ints(shape, 4))
+
+
+def _ints(raw: Any, length: int) -> tuple[int, ...]:
+    ok = isinstance(raw, list) and len(raw) in (0, length)
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw):
+        raise ProtocolError("malformed convolution in a work request")
+    return tuple(raw)
+
+
+def _pair(raw: Any) -> tuple[int, int]:
+    values = _ints(raw, 2)
+    if len(values) != 2:
+        raise ProtocolError("malformed convolution in a work request")
+    return values[0], values[1]
+
+
+@dataclass(frozen=True)
 class Product:
-    """One product ``op(left) @ op(right)`` of two cached operands; ``modular``: exact mod P."""
+    """One product ``op(left) @ op(right)`` of two cached operands; ``modular``: exact mod P;
+    ``conv``: a convolution (or one of its gradients) of the two operands instead."""
 
     left: str
     right: str
     transpose_left: bool = False
     transpose_right: bool = False
     modular: bool = False
+    conv: Conv | None = None
 
     def to_json(self) -> list[Any]:
-        return [self.left, self.right, self.transpose_left, self.transpose_right, self.modular]
+        conv = None if self.conv is None else self.conv.to_json()
+        return [
+            self.left,
+            self.right,
+            self.transpose_left,
+            self.transpose_right,
+            self.modular,
+            conv,
+        ]
 
     @classmethod
     def from_json(cls, raw: Any) -> Product:
-        if not isinstance(raw, list) or len(raw) != 5:
+        if not isinstance(raw, list) or len(raw) != 6:
             raise ProtocolError("malformed product in a work request")
-        left, right, t_left, t_right, modular = raw
-        return cls(str(left), str(right), bool(t_left), bool(t_right), bool(modular))
+        left, right, t_left, t_right, modular, conv = raw
+        parsed = None if conv is None else Conv.from_json(conv)
+        return cls(str(left), str(right), bool(t_left), bool(t_right), bool(modular), parsed)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""An untrusted accelerator worker: multiplies the (obfuscated) matrices it is sent, nothing else.
+"""An untrusted accelerator worker: multiplies (or convolves) the obfuscated tensors it is sent.
 
 Run as ``python -m sealfn.training.worker --fd N`` by the coordinator, on one end of a socket pair.
 It imports numpy, torch, sealfn's IPC frames and the product kernels, never model or key code (a
@@ -25,7 +25,7 @@ import torch
 
 from sealfn.errors import ProtocolError, SealfnError
 from sealfn.ipc.frames import Frame, Kind
-from sealfn.training.kernels import matmul, matmul_mod_p
+from sealfn.training.kernels import conv, matmul, matmul_mod_p
 from sealfn.training.wire import FrameSocket, Product, WorkReply, WorkRequest
 
 TAMPERING = ("entry", "scale", "swap", "stale")
@@ -108,6 +108,19 @@ class Worker:
 
     def _product(self, product: Product) -> torch.Tensor:
         left, right = self.cache.get(product.left), self.cache.get(product.right)
+        if product.conv is not None:
+            spec = product.conv
+            if left.ndim != 4 or right.ndim != 4 or len(spec.shape) != (spec.op != "conv2d") * 4:
+                raise ProtocolError("convolutions take 4-D operands (and a 4-D result shape)")
+            return conv(
+                spec.op,
+                left,
+                right,
+                stride=spec.stride,
+                padding=spec.padding,
+                dilation=spec.dilation,
+                shape=spec.shape,
+            )
         left = left.T if product.transpose_left else left
         right = right.T if product.transpose_right else right
         if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
