@@ -26,7 +26,7 @@ from sealfn.he.client import HeClient
 from sealfn.he.graph import Conv, NetGraph
 from sealfn.he.params import choose
 from sealfn.he.plan import Plan, compile_graph, cost
-from sealfn.he.protocol import CONTENT_TYPE, KEYS_PATH, HeMessage, Kind
+from sealfn.he.protocol import CONTENT_TYPE, FUNCTIONS_PATH, KEYS_PATH, HeMessage, Kind
 from sealfn.he.tenseal_backend import TensealBackend, TensealKeys
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 NAME = "hardening-he"
 FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HE_HEADERS = {"content-type": CONTENT_TYPE}
+CHUNK = 1 << 16  # bytes per chunk sent to the streamed endpoint
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,13 @@ class HeFunction:
     keys: TensealKeys
     request: bytes  # a valid request body: one encrypted image under ``keys``
 
-    def infer(self, body: bytes) -> httpx.Response:
-        return self.http.post(f"/v2/models/{NAME}/infer", content=body, headers=HE_HEADERS)
+    def infer(self, body: bytes, streamed: bool = False) -> httpx.Response:
+        """POST ``body`` whole to the gateway's buffered endpoint, or in 64 KiB chunks (no
+        content-length) to the streamed one, which spools it and peeks at the key id early."""
+        if not streamed:
+            return self.http.post(f"/v2/models/{NAME}/infer", content=body, headers=HE_HEADERS)
+        chunks = (body[i : i + CHUNK] for i in range(0, len(body), CHUNK))
+        return self.http.post(f"{FUNCTIONS_PATH}/{NAME}/infer", content=chunks, headers=HE_HEADERS)
 
     def instance_pids(self, server: Server) -> list[int]:
         described = server.client.status()["functions"]
@@ -109,8 +115,8 @@ key_bodies = st.one_of(
 
 
 @FUZZ
-@given(body=key_bodies)
-def test_hostile_evaluation_keys(he: HeFunction, body: Any) -> None:
+@given(body=key_bodies, streamed=st.booleans())
+def test_hostile_evaluation_keys(he: HeFunction, body: Any, streamed: bool) -> None:
     if body == "secret":
         data = _secret_context(he.keys)
     elif isinstance(body, tuple):
@@ -126,7 +132,7 @@ def test_hostile_evaluation_keys(he: HeFunction, body: Any) -> None:
     if key_id == he.keys.key_id:
         return  # the mutation changed nothing: these are the real keys
     request = HeMessage.from_bytes(he.request, Kind.REQUEST)
-    reply = he.infer(HeMessage(Kind.REQUEST, key_id, request.ciphertext).to_bytes())
+    reply = he.infer(HeMessage(Kind.REQUEST, key_id, request.ciphertext).to_bytes(), streamed)
     assert_clean_refusal(reply)
     event(f"keys uploaded, then inference {reply.status_code}")
     if body == "secret":
@@ -135,23 +141,28 @@ def test_hostile_evaluation_keys(he: HeFunction, body: Any) -> None:
 
 
 @FUZZ
-@given(cut=cuts, flips=flips, extra=st.binary(max_size=64))
+@given(cut=cuts, flips=flips, extra=st.binary(max_size=64), streamed=st.booleans())
 def test_hostile_ciphertexts(
-    he: HeFunction, cut: int | None, flips: list[tuple[int, int]], extra: bytes
+    he: HeFunction, cut: int | None, flips: list[tuple[int, int]], extra: bytes, streamed: bool
 ) -> None:
     header = len(he.request) - len(HeMessage.from_bytes(he.request, Kind.REQUEST).ciphertext)
     ciphertext = _mutate(he.request[header:], cut, flips) + extra
-    reply = he.infer(he.request[:header] + ciphertext)
+    reply = he.infer(he.request[:header] + ciphertext, streamed)
     assert_clean_refusal(reply)
     event(f"ciphertext: {reply.status_code}")
     if reply.status_code == 200:
         assert HeMessage.from_bytes(reply.content, Kind.REPLY).key_id == he.keys.key_id
 
 
-def test_bodies_that_are_not_requests_for_uploaded_keys(he: HeFunction) -> None:
-    junk = he.infer(b"SFHE" + bytes([1, 1]) + b"\x00" * 40)  # a key id that was never uploaded
-    assert junk.status_code == 404 and "not uploaded" in junk.json()["error"]
-    reply_kind = he.infer(he.request[:5] + bytes([Kind.REPLY.value]) + he.request[6:])
-    assert reply_kind.status_code == 400 and "expected an HE request" in reply_kind.json()["error"]
-    plain = he.http.post(f"/v2/models/{NAME}/infer", json={"inputs": []})
+@pytest.mark.parametrize("streamed", [False, True], ids=["buffered", "streamed"])
+def test_bodies_that_are_not_requests_for_uploaded_keys(he: HeFunction, streamed: bool) -> None:
+    unknown = he.infer(b"SFHE" + bytes([1, 1]) + b"\x00" * 40, streamed)  # keys never uploaded
+    assert unknown.status_code == 404 and "not uploaded" in unknown.json()["error"]
+    reply = he.infer(he.request[:5] + bytes([Kind.REPLY.value]) + he.request[6:], streamed)
+    assert reply.status_code == 400 and "expected an HE request" in reply.json()["error"]
+    for short in (b"", b"SFHE", he.request[:38]):  # no whole header, or nothing after it
+        refused = he.infer(short, streamed)
+        assert refused.status_code == 400 and "not an HE message" in refused.json()["error"]
+    path = f"{FUNCTIONS_PATH}/{NAME}/infer" if streamed else f"/v2/models/{NAME}/infer"
+    plain = he.http.post(path, json={"inputs": []})
     assert plain.status_code == 400 and CONTENT_TYPE in plain.json()["error"]
