@@ -108,7 +108,12 @@ def build(graph: Any) -> Any:
                     y = self.add[i](self.shift2[i](self.quad2[i](self.conv2[i](u))), source)
             return self.head(self.flatten(y))
 
-    return Net().double()
+    # eval(): a fresh module is in training mode, and orion.fit runs forward passes over the fit
+    # data: Orion's BatchNorm2d would then normalise by the batch and overwrite its running mean
+    # and variance (momentum 0.1), so Orion compiled another network (logits 0.35 off ours)
+    net = Net().double()
+    net.eval()  # Orion's Module.eval() returns None
+    return net
 
 
 def main(graph_path: str, images_path: str) -> None:
