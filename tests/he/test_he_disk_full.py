@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
+import pytest
 
 from e2e.test_disk_full import small_disk
+from sealfn.errors import StorageError
+from sealfn.he.client import HeClient
 from sealfn.he.keystore import KEYS_DIR
 from sealfn.he.protocol import KEYS_PATH
 from sealfn_testing import launch, stop_cleanly
@@ -22,6 +26,22 @@ if TYPE_CHECKING:
 
 __all__ = ["small_disk"]  # the fixture, reused from tests/e2e
 X = np.ones((2, 16), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """Just what ``HeClient.upload_keys`` sends: bytes and their id (the gateway never parses
+    evaluation keys; the instance does)."""
+
+    data: bytes
+    backend = "tenseal"
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def evaluation_keys(self) -> bytes:
+        return self.data
 
 
 def _random(size: int, seed: int) -> bytes:
@@ -47,6 +67,8 @@ def test_full_disk_during_a_key_upload(small_disk: Path, models: Models) -> None
             reply = httpx.put(url, content=body, timeout=60)
             assert reply.status_code == 507, reply.text
             assert reply.json()["error"].startswith("cannot store evaluation keys: No space left")
+        with HeClient(server.url) as client, pytest.raises(StorageError, match="No space left"):
+            client.upload_keys(_Upload(too_big))  # type: ignore[arg-type]
         keys = state / KEYS_DIR
         assert [p.name for p in keys.iterdir()] == [kept_id]  # no partial upload left behind
         assert hashlib.sha256((keys / kept_id).read_bytes()).hexdigest() == kept_id
