@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -157,3 +159,16 @@ def test_sealed_bytes_are_never_written_out(deployed: Path) -> None:
     before = sorted(p.name for p in deployed.parent.iterdir())
     host.load("m", _conv_net(deployed.parent.parent / "again.onnx").read_bytes())
     assert sorted(p.name for p in deployed.parent.iterdir()) == before
+
+
+def test_a_builder_killed_mid_way_leaves_nothing_for_long(deployed: Path) -> None:
+    stale = deployed.parent / f".{hostopt.PREFIX}dead.x1"
+    stale.mkdir()
+    (stale / "partial").write_bytes(b"half a model")
+    fresh = deployed.parent / f".{hostopt.PREFIX}busy.x2"  # another builder, still at work
+    fresh.mkdir()
+    old = time.time() - hostopt.STALE_S - 5
+    os.utime(stale, (old, old))
+    ModelHost(1, host_optimized=True).load("m", deployed)
+    assert not stale.exists()
+    assert fresh.exists()

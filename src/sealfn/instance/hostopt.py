@@ -16,12 +16,14 @@ model's plaintext stays in its enclave's memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from sealfn.weights import GRAPH_FILE, WEIGHTS_FILE, externalize
 log = logging.getLogger("sealfn.instance")
 
 PREFIX = "host-"
+STALE_S = 600.0  # a staging folder untouched this long belongs to a builder that died
 _RAW_WEIGHTS = "raw.weights"  # onnxruntime's own (unaligned) external data, before `externalize`
 
 
@@ -53,6 +56,7 @@ def optimized_graph(graph_file: Path, ort: Any, options: Any) -> Path:
     built = target / GRAPH_FILE
     if _complete(target):
         return built
+    _remove_stale(graph_file.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=graph_file.parent))
     try:
         raw = staging / "raw" / GRAPH_FILE
@@ -103,6 +107,15 @@ def _rewrite(graph_file: Path, raw: Path, ort: Any, opts: Any) -> None:
         raise ModelError(f"onnxruntime cannot optimize the model: {exc}") from exc
     if not raw.exists():
         raise ModelError("onnxruntime saved no optimized model")
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove staging folders a builder killed mid-way left behind (older than STALE_S)."""
+    cutoff = time.time() - STALE_S
+    for path in folder.glob(f".{PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _complete(target: Path) -> bool:
