@@ -12,10 +12,14 @@ SGD with momentum, mini-batches of 64 and 256. Arms, all in one run on the same 
 * ``obfuscated``: Tempo permutation-scaling, fresh keys per product, key-shift backward,
   Freivalds checks (k = 2) on every result;
 * ``obfuscated-no-shift``: the same with fresh keys for both backward products;
-* ``exact``: fixed point mod P with four-role additive masks (all roles on the one worker here).
+* ``exact``: fixed point mod P with four-role additive masks (all roles on the one worker here);
+* CNN only, convolutions offloaded whole instead of as im2col products: ``plain-channel``
+  (operands in the clear, the worker runs conv2d) and ``obfuscated-channel`` (channel-level
+  keys, ``--conv channel``); compare these two with each other.
 
-Then the CNN's two convolutions lowered two ways, in-process and forward only: im2col + GEMM
-(what the workers do) vs channel-level keys + conv2d (measured, not implemented in the workers).
+Ratios: for each round, each arm's median step time over the plain arm's (the same lowering's:
+``obfuscated-channel`` over ``plain-channel``) in that round; the JSON gives the median of those
+per-round ratios and their range, besides the ratio of the medians over all rounds.
 
 Then one square Linear layer (batch 256, width 128 to 2048), forward + backward, local vs plain
 vs obfuscated: the per-product encoding, hashing and Freivalds work is O(mn + np + mp), the
@@ -58,6 +62,7 @@ from sealfn.training.pool import WorkerOptions, WorkerPool
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 ARMS = ("local", "plain", "obfuscated", "obfuscated-no-shift", "exact")
+CHANNEL_ARMS = ("plain-channel", "obfuscated-channel")  # CNN only
 MODELS = ("mlp", "cnn")
 BATCHES = (64, 256)
 WARMUP = 3
@@ -68,20 +73,28 @@ SWEEP_BATCH = 256
 def engine(arm: str, pool: WorkerPool) -> Engine:
     if arm == "local":
         return LocalEngine()
-    if arm == "plain":
-        return PlainEngine(pool)
+    if arm.startswith("plain"):
+        return PlainEngine(pool, conv="channel" if arm.endswith("channel") else "im2col")
     if arm == "exact":
         return ExactEngine(pool)
+    if arm == "obfuscated-channel":
+        return ObfuscatedEngine(pool, conv="channel")
     return ObfuscatedEngine(pool, key_shift=arm == "obfuscated")
+
+
+def baseline(arm: str) -> str:
+    return "plain-channel" if arm.endswith("channel") else "plain"
 
 
 def measure(model: str, batch: int, pool: WorkerPool, rounds: int, steps: int) -> dict[str, Any]:
     config = TrainConfig(model=model, batch_size=batch)
     data = digits()
     feed = [b for epoch in range(1, 50) for b in batches(data, config, epoch) if len(b[1]) == batch]
-    trainers = {arm: Trainer(config, engine(arm, pool)) for arm in ARMS}
-    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    cursor = {arm: 0 for arm in ARMS}
+    all_arms = ARMS + (CHANNEL_ARMS if model == "cnn" else ())
+    trainers = {arm: Trainer(config, engine(arm, pool)) for arm in all_arms}
+    times: dict[str, list[float]] = {arm: [] for arm in all_arms}
+    per_round: dict[str, list[float]] = {arm: [] for arm in all_arms}  # median of each round
+    cursor = {arm: 0 for arm in all_arms}
 
     def run(arm: str, count: int, record: bool) -> None:
         for _ in range(count):
@@ -92,15 +105,16 @@ def measure(model: str, batch: int, pool: WorkerPool, rounds: int, steps: int) -
             if record:
                 times[arm].append(time.perf_counter() - start)
 
-    for arm in ARMS:
+    for arm in all_arms:
         run(arm, WARMUP, record=False)
-    before = {arm: dict(trainers[arm].engine.counts.as_dict()) for arm in ARMS}  # type: ignore[union-attr]
+    before = {arm: dict(trainers[arm].engine.counts.as_dict()) for arm in all_arms}  # type: ignore[union-attr]
     for round_ in range(rounds):
-        order = ARMS[round_ % len(ARMS) :] + ARMS[: round_ % len(ARMS)]
+        order = all_arms[round_ % len(all_arms) :] + all_arms[: round_ % len(all_arms)]
         for arm in order:
             run(arm, steps, record=True)
+            per_round[arm].append(statistics.median(times[arm][-steps:]))
     arms = {}
-    for arm in ARMS:
+    for arm in all_arms:
         counts = trainers[arm].engine.counts.as_dict()  # type: ignore[union-attr]
         per_step = {k: (counts[k] - before[arm][k]) / len(times[arm]) for k in counts}
         ordered = sorted(times[arm])
@@ -111,9 +125,16 @@ def measure(model: str, batch: int, pool: WorkerPool, rounds: int, steps: int) -
             "steps": len(ordered),
             "per_step": per_step,
         }
-    plain = arms["plain"]["median_step_ms"]
-    for arm in ARMS:
-        arms[arm]["vs_plain_offloaded"] = arms[arm]["median_step_ms"] / plain
+    for arm in all_arms:
+        base = baseline(arm)
+        arms[arm]["vs_plain_offloaded"] = arms[arm]["median_step_ms"] / arms[base]["median_step_ms"]
+        ratios = sorted(a / b for a, b in zip(per_round[arm], per_round[base], strict=True))
+        arms[arm]["vs_plain_per_round"] = {
+            "median": statistics.median(ratios),
+            "min": ratios[0],
+            "max": ratios[-1],
+            "rounds": ratios,
+        }
     return arms
 
 
@@ -143,87 +164,6 @@ def layer_sweep(pool: WorkerPool, rounds: int, steps: int) -> dict[str, Any]:
     return sweep
 
 
-def im2col_keys(
-    x: torch.Tensor, w: torch.Tensor, rng: Any
-) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Unfold 3x3 patches (padding 1) and obfuscate the GEMM's operands, as the engines do."""
-    from torch.nn import functional
-
-    from sealfn.training import obfuscation as ob
-    from sealfn.training.keys import MatmulKey
-
-    filters, channels = w.shape[:2]
-    cols = functional.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, channels * 9)
-    key = MatmulKey.draw(cols.shape[0], cols.shape[1], filters, rng)
-    return ob.encode_x(cols, key), ob.encode_w(w.reshape(filters, -1).T, key), key
-
-
-def channel_keys(
-    x: torch.Tensor, w: torch.Tensor, rng: Any
-) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Permute and scale the batch and channels of x (B, C, H, W) and w (O, C, k, k)."""
-    from sealfn.training.keys import AxisKey
-
-    b, c, o = (AxisKey.draw(n, rng) for n in (x.shape[0], x.shape[1], w.shape[0]))
-    xs = x * b.scale.float()[:, None, None, None] * c.scale.float()[None, :, None, None]
-    ws = w / c.scale.float()[None, :, None, None] * o.scale.float()[:, None, None, None]
-    return xs[b.perm][:, c.perm], ws[o.perm][:, c.perm], (b, o)
-
-
-def conv_lowering(rounds: int) -> dict[str, Any]:
-    """The CNN's two convolutions (batch 256), forward only, in this process: im2col + one GEMM
-    (what sealfn does) against channel-level keys + conv2d (permute/scale batch and channels,
-    keep the spatial layout; not implemented in the workers, measured here only). Bytes are
-    what would cross to a worker (X' and W'); times split into the coordinator's encode + decode
-    and the worker's product."""
-    from torch.nn import functional
-
-    from sealfn.training import obfuscation as ob
-    from sealfn.training.keys import csprng
-
-    rng = csprng()
-    gen = torch.Generator().manual_seed(0)
-    layers = {"conv1 1->16 on 8x8": (1, 16, 8), "conv2 16->32 on 4x4": (16, 32, 4)}
-    out: dict[str, Any] = {}
-    for name, (channels, filters, side) in layers.items():
-        x = torch.randn(SWEEP_BATCH, channels, side, side, generator=gen)
-        w = torch.randn(filters, channels, 3, 3, generator=gen)
-        want = functional.conv2d(x, w, padding=1)
-
-        timings: dict[str, dict[str, float]] = {}
-        for arm in ("im2col", "channel_keys"):
-            encode, product, decode = [], [], []
-            for _ in range(rounds * 3):
-                start = time.perf_counter()
-                encoder = im2col_keys if arm == "im2col" else channel_keys
-                xp, wp, key = encoder(x, w, rng)
-                mid = time.perf_counter()
-                yp = xp @ wp if arm == "im2col" else functional.conv2d(xp, wp, padding=1)
-                end = time.perf_counter()
-                if arm == "im2col":
-                    y = ob.decode_y(yp, key).reshape(SWEEP_BATCH, side * side, filters)
-                    y = y.transpose(1, 2).reshape(want.shape)
-                else:
-                    b, o = key
-                    y = yp[b.inverse][:, o.inverse]
-                    y = y / (
-                        b.scale.float()[:, None, None, None] * o.scale.float()[None, :, None, None]
-                    )
-                encode.append(mid - start)
-                product.append(end - mid)
-                decode.append(time.perf_counter() - end)
-            if not torch.allclose(y, want, rtol=1e-4, atol=1e-4):
-                raise AssertionError(f"{arm} lowering of {name} decodes wrongly")
-            timings[arm] = {
-                "bytes_sent": float(xp.numel() * 4 + wp.numel() * 4),
-                "coordinator_ms": 1e3 * (statistics.median(encode) + statistics.median(decode)),
-                "worker_ms": 1e3 * statistics.median(product),
-            }
-        out[name] = timings
-        print(name, json.dumps(timings))
-    return out
-
-
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -232,11 +172,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     cases = list(results["cases"])
     figure, (left, right, sweep) = plt.subplots(1, 3, figsize=(18, 4.5))
-    width = 0.8 / len(ARMS)
-    for i, arm in enumerate(ARMS):
-        values = [results["cases"][case][arm]["median_step_ms"] for case in cases]
+    every = ARMS + CHANNEL_ARMS
+    width = 0.8 / len(every)
+    for i, arm in enumerate(every):
+        values = [results["cases"][case].get(arm, {}).get("median_step_ms", 0) for case in cases]
         left.bar([c + i * width for c in range(len(cases))], values, width, label=arm)
-    left.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases)
+    left.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases)  # 0: not run
     left.set(ylabel="median step time (ms, log)", yscale="log", title="step time (CPU only)")
     left.legend(fontsize=8)
     for i, arm in enumerate(("obfuscated", "obfuscated-no-shift")):
@@ -269,6 +210,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 rounds of 3 steps (a smoke run)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and plot go")
     args = parser.parse_args()
     rounds, steps = (2, 3) if args.quick else (args.rounds, args.steps)
     torch.set_num_threads(1)
@@ -279,6 +221,7 @@ def main() -> int:
             "torch": torch.__version__,
             "gpu": torch.cuda.is_available(),
             "note": "CPU only: the worker and the coordinator share the same cores",
+            "loadavg_start": os.getloadavg(),
         },
         "rounds": rounds,
         "steps_per_round": steps,
@@ -291,13 +234,17 @@ def main() -> int:
                 case = f"{model} b{batch}"
                 results["cases"][case] = measure(model, batch, pool, rounds, steps)
                 row = results["cases"][case]
-                print(case, {arm: round(row[arm]["median_step_ms"], 2) for arm in ARMS}, flush=True)
+                print(case, {arm: round(v["median_step_ms"], 2) for arm, v in row.items()})
+                ratios = {
+                    arm: round(v["vs_plain_per_round"]["median"], 2) for arm, v in row.items()
+                }
+                print("  per-round median ratio to plain", ratios, flush=True)
         results["linear_sweep"] = layer_sweep(pool, rounds, steps)
-    results["conv_lowering"] = conv_lowering(rounds)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS / "training.png")
-    print(f"wrote {RESULTS / 'training.json'} and training.png")
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out / "training.png")
+    print(f"wrote {args.out / 'training.json'} and training.png")
     return 0
 
 
