@@ -16,7 +16,7 @@ from starlette.routing import Route
 from sealfn import __version__, admintoken, oip
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
-from sealfn.he.keystore import KeyStore
+from sealfn.he.keystore import KeyPolicy, KeyStore
 from sealfn.http_api import EXCEPTION_HANDLERS, error_response, json_response, read_body
 from sealfn.runtime import admin, he_api
 from sealfn.runtime.executors.base import Executor
@@ -40,7 +40,8 @@ class Gateway:
         self.config = config
         self.metrics = Metrics()
         self.registry = Registry(config.state_dir)
-        self.he_keys = KeyStore(config.state_dir)  # public evaluation keys of HE functions' users
+        # public evaluation keys of HE functions' users, bounded as the config says
+        self.he_keys = KeyStore(config.state_dir, KeyPolicy.from_config(config))
         self.admin_token = config.admin_token or admintoken.load_or_create(config.state_dir)
         self.pool = Pool(config, executor or LocalExecutor(), self.metrics)
         self.metrics.watch(
@@ -70,14 +71,17 @@ class Gateway:
         code = 200
         try:
             function = self.pool.function(name)
-            body = await read_body(request, self.config.max_body_bytes)
-            sealed = request.headers.get("content-type", "").startswith(SEALED_CONTENT_TYPE)
-            if function.spec.he:
-                response = await he_api.infer(self.pool, self.he_keys, function, request, body)
-            elif function.spec.sealed or sealed:
-                response = await self._infer_sealed(function, body, sealed)
+            if function.spec.he:  # ciphertexts are spooled as they arrive, never buffered whole
+                response = await he_api.infer_streamed(
+                    self.pool, self.he_keys, self.config, request
+                )
             else:
-                response = await self._infer_plain(function, request, body)
+                body = await read_body(request, self.config.max_body_bytes)
+                sealed = request.headers.get("content-type", "").startswith(SEALED_CONTENT_TYPE)
+                if function.spec.sealed or sealed:
+                    response = await self._infer_sealed(function, body, sealed)
+                else:
+                    response = await self._infer_plain(function, request, body)
             code = response.status_code
             return response
         except SealfnError as exc:

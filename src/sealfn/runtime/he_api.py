@@ -23,7 +23,7 @@ from starlette.routing import Route
 from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, PayloadTooLarge, SealfnError
 from sealfn.he.graph import NetGraph
-from sealfn.he.keystore import KeyPolicy, KeyStore
+from sealfn.he.keystore import KeyStore
 from sealfn.he.plan import compile_graph, requirements
 from sealfn.he.protocol import (
     CONTENT_TYPE,
@@ -41,16 +41,6 @@ from sealfn.runtime.pool import Pool
 
 OPAQUE = "sealed"  # the one uint8 tensor opaque bodies travel as (= instance.loop.SEALED)
 REPLY_CHUNK = 1 << 20  # bytes per chunk of a streamed reply
-
-
-async def infer(
-    pool: Pool, keys: KeyStore, function: Function, request: Request, body: bytes
-) -> Response:
-    """An HE request the gateway has buffered: check its key id is known, run, stream the reply."""
-    _check_content_type(function, request)
-    key_id = peek_key_id(body)
-    keys.use(key_id)  # NotFound before it queues
-    return await _run(pool, keys, function, key_id, np.frombuffer(body, np.uint8))
 
 
 async def infer_streamed(
@@ -126,7 +116,6 @@ def routes(pool: Pool, keys: KeyStore, config: ServerConfig) -> list[Route]:
     """``PUT /v2/he/keys`` (streamed body → ``{"key_id"}``), ``GET``/``DELETE .../{key_id}``;
     ``GET /v2/he/functions/{name}``: the depth and layout keys and ciphertexts must fit;
     ``POST /v2/he/functions/{name}/infer``: a streamed request and reply."""
-    keys.policy = KeyPolicy.from_config(config)  # the gateway makes the store with defaults
 
     async def function_requirements(request: Request) -> Response:
         try:
