@@ -158,15 +158,12 @@ class HeFunction:
 
     def __init__(self, admin: Client, work: Path, url: str) -> None:
         from sealfn.he.client import HeClient
-        from sealfn.he.graph import Conv, NetGraph
+        from sealfn.he.graph import tiny
         from sealfn.he.params import choose
         from sealfn.he.plan import compile_graph, cost
         from sealfn.he.tenseal_backend import TensealBackend
 
-        rng = np.random.default_rng(0)
-        stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
-        head = rng.normal(size=(10, 64)) / 8, rng.normal(size=10)
-        graph = NetGraph("he", (1, 8, 8), stem, (), *head)
+        graph = tiny(0)
         self.plan = compile_graph(graph)
         (work / "digits.he").write_bytes(graph.to_bytes())
         admin.deploy(self.NAME, work / "digits.he", he=True, keep_alive_s=3600, max_instances=1)

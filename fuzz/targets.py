@@ -27,7 +27,7 @@ from sealfn.collective.rendezvous import Endpoint, PeerTable, Register
 from sealfn.envelope import ReplayGuard, generate_keypair, open_request, peek_header, seal_request
 from sealfn.envelope.session import SessionCache, start_session
 from sealfn.errors import EnvelopeError, InvalidInput, ProtocolError, SealfnError
-from sealfn.he.graph import Conv, NetGraph
+from sealfn.he.graph import tiny
 from sealfn.he.params import choose
 from sealfn.he.plan import compile_graph, cost
 from sealfn.he.protocol import HeMessage, peek_key_id
@@ -206,10 +206,7 @@ def _worker_reply_seeds() -> tuple[bytes, ...]:
 def _he() -> dict[str, Any]:
     """A tiny HE network (seeded 1-channel stem conv + linear head: depth 2, width 64), a user's
     CKKS keys for it (N=8192) and the server's evaluator; a second or so to build, once."""
-    rng = np.random.default_rng(0)
-    stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
-    graph = NetGraph("he", (1, 8, 8), stem, (), rng.normal(size=(10, 64)) / 8, rng.normal(size=10))
-    plan = compile_graph(graph)
+    plan = compile_graph(tiny(0))
     backend = TensealBackend()
     keys = backend.keygen(choose(cost(plan).depth, plan.width))
     evaluator = backend.evaluator(keys.evaluation_keys())

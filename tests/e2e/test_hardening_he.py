@@ -23,7 +23,7 @@ from sealfn_testing import assert_clean_refusal
 pytest.importorskip("tenseal")
 
 from sealfn.he.client import HeClient
-from sealfn.he.graph import Conv, NetGraph
+from sealfn.he.graph import tiny
 from sealfn.he.params import choose
 from sealfn.he.plan import Plan, compile_graph, cost
 from sealfn.he.protocol import CONTENT_TYPE, FUNCTIONS_PATH, KEYS_PATH, HeMessage, Kind
@@ -62,9 +62,7 @@ class HeFunction:
 def he(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeFunction]:
     """A tiny HE network (seeded, untrained: 1-channel stem conv + linear head, depth 2, so
     N=8192) and a user's keys for it, uploaded."""
-    rng = np.random.default_rng(0)
-    stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
-    graph = NetGraph("he", (1, 8, 8), stem, (), rng.normal(size=(10, 64)) / 8, rng.normal(size=10))
+    graph = tiny(0)
     model = tmp_path_factory.mktemp("he") / "tiny.he"
     model.write_bytes(graph.to_bytes())
     server.client.deploy(NAME, model, he=True, max_instances=1, keep_alive_s=3600)

@@ -112,6 +112,15 @@ class NetGraph:
             raise ModelError(f"not an HE network file: {exc}") from exc
 
 
+def tiny(seed: int = 0) -> NetGraph:
+    """A seeded, untrained network of the smallest useful shape: a 1-channel 3x3 stem conv on
+    8x8 and a linear head to 10 classes (depth 2, width 64: one N=8192 ring). Builds in
+    microseconds without PyTorch: for tests, fuzzing and soaks, never for accuracy."""
+    rng = np.random.default_rng(seed)
+    stem = Conv(rng.normal(size=(1, 1, 3, 3)), rng.normal(size=1))
+    return NetGraph("he", (1, 8, 8), stem, (), rng.normal(size=(10, 64)) / 8, rng.normal(size=10))
+
+
 def _conv(conv: Conv, x: np.ndarray) -> np.ndarray:
     """'same' convolution of x (C_in, H, W) → (C_out, H, W) (cross-correlation, like PyTorch)."""
     c_out, _, k, _ = conv.weight.shape
