@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sealfn.training import obfuscation as ob
-from sealfn.training.keys import AxisKey, MatmulKey, csprng, scale_range
+from sealfn.training.keys import AxisKey, KeyPool, MatmulKey, csprng, scale_range
 
 SHAPES = [(1, 1, 1), (7, 5, 3), (32, 64, 10), (128, 144, 16)]
 
@@ -80,3 +80,25 @@ def test_identity_key_changes_nothing() -> None:
     key = MatmulKey.draw(5, 4, 3, np.random.default_rng(0), identity=True)
     assert torch.equal(ob.encode_x(x, key), x)
     assert torch.equal(ob.encode_w(w, key), w)
+
+
+@pytest.mark.parametrize("n", [1, 64, 3000])  # 3000: the row-wise path for long axes
+def test_the_key_pool_hands_out_each_fresh_key_once(n: int) -> None:
+    pool = KeyPool(csprng(), torch.float32)
+    keys = [pool.axis(n) for _ in range(70)]  # more than one bulk draw
+    pool.refill()
+    keys.append(pool.axis(n))
+    assert len({id(key) for key in keys}) == len(keys)  # never the same key twice
+    if n > 1:
+        assert len({key.perm.numpy().tobytes() for key in keys}) == len(keys)
+    low, high = scale_range()
+    for key in keys:
+        assert torch.equal(torch.sort(key.perm).values, torch.arange(n))
+        assert torch.equal(key.perm[key.inverse], torch.arange(n))
+        assert bool(((key.scale.abs() >= low) & (key.scale.abs() <= high)).all())
+        for e in (1, -1):
+            want = (key.scale**e).to(torch.float32)
+            assert torch.equal(key.factor(e, torch.float32, permuted=False), want)
+            assert torch.equal(key.factor(e, torch.float32, permuted=True), want[key.perm])
+    signs = torch.cat([key.scale for key in keys]).sign()
+    assert bool((signs < 0).any()) and bool((signs > 0).any())

@@ -99,6 +99,7 @@ class MatmulKey:
 
 BULK_ENTRIES = 1 << 16  # entries per vectorised draw: up to 64 keys of 1,024, one of 65,536
 BULK_KEYS = 64
+ROW_WISE = 1024  # axes longer than this are drawn one by one (see ``KeyPool._bulk``)
 LOW_WATER = 4  # :meth:`KeyPool.refill` tops up every axis length with fewer keys ready
 
 
@@ -132,13 +133,20 @@ class KeyPool:
 
     def _bulk(self, n: int) -> list[AxisKey]:
         count = max(1, min(BULK_KEYS, BULK_ENTRIES // max(n, 1)))
-        perms = self._rng.permuted(np.broadcast_to(np.arange(n), (count, n)), axis=1)
-        inverse = np.empty_like(perms)
-        np.put_along_axis(inverse, perms, np.arange(n)[None, :], axis=1)
         values = self._rng.uniform(-1.0, 1.0, size=(count, n))  # sign and exponent in one draw
         exponent = np.abs(values) * (MAX_SCALE_LOG2 - MIN_SCALE_LOG2) + MIN_SCALE_LOG2
         scale = np.copysign(np.exp2(exponent), values)
-        permuted = np.take_along_axis(scale, perms, axis=1)
+        if n <= ROW_WISE:  # many short axes: 2-D ops, ~3x cheaper per key than a loop
+            perms = self._rng.permuted(np.broadcast_to(np.arange(n), (count, n)), axis=1)
+            inverse = np.empty_like(perms)
+            np.put_along_axis(inverse, perms, np.arange(n)[None, :], axis=1)
+            permuted = np.take_along_axis(scale, perms, axis=1)
+        else:  # few long axes: 1-D permutations and gathers, ~1.4-2x cheaper than 2-D ones
+            perms = np.stack([self._rng.permutation(n) for _ in range(count)])
+            inverse, permuted = np.empty_like(perms), np.empty_like(scale)
+            for row, perm in enumerate(perms):
+                inverse[row, perm] = np.arange(n)
+                permuted[row] = scale[row, perm]
         dtype, tensors = self._dtype, torch.from_numpy
         table = {
             (1, False): tensors(scale).to(dtype),
