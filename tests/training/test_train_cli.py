@@ -17,12 +17,15 @@ from sealfn.tee.simulated import SimulatedPlatform
 from sealfn.training.data import digits
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize(
+    ("model", "conv"), [("mlp", "im2col"), ("cnn", "im2col"), ("cnn", "channel")]
+)
 def test_sealfn_train_writes_a_sealed_model_that_serves_and_evidence_that_verifies(
-    tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, model: str, conv: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, platform = tmp_path / "run", tmp_path / "platform"
     argv = ["train", "--model", model, "--epochs", "2", "--mode", "obfuscated", "--workers", "1"]
+    argv += ["--conv", conv]
     argv += ["--out", str(out), "--tee", "simulated", "--platform-dir", str(platform)]
     argv += ["--no-progress", "--worker-threads", "1", "--model-id", f"digits-{model}"]
     assert main(argv) == 0
@@ -31,6 +34,7 @@ def test_sealfn_train_writes_a_sealed_model_that_serves_and_evidence_that_verifi
 
     report = json.loads((out / "report.json").read_text())
     assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert report["config"]["conv"] == conv
     assert report["ops"]["checks"] == report["ops"]["products"] > 0
     assert report["aborted_steps"] == 0 and report["incidents"] == []
     assert (out / "training.png").stat().st_size > 1000
