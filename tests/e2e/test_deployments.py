@@ -151,3 +151,18 @@ def test_share_weights_setting_reaches_instances(
     assert out.shape == (2, 4)
     pid = server.function("shared")["instance_list"][0]["pid"]
     assert "--share-weights" in psutil.Process(pid).cmdline()
+
+
+def test_deploy_builds_the_host_optimized_copy(
+    server: Server, models: Models, reference: Reference
+) -> None:
+    """The deploy-time load check leaves the model's host-optimized copy beside it, so the first
+    cold start loads it instead of building it on a request's path."""
+    server.client.deploy("hostopt", models.mlp)
+    folder = server.state_dir / "functions" / "hostopt"
+    copies = [p for p in folder.iterdir() if p.name.startswith("host-")]
+    assert len(copies) == 1 and (copies[0] / "model.weights").exists()
+    out = server.client.infer("hostopt", {"input": X})["output"]
+    np.testing.assert_allclose(out, reference(models.mlp, {"input": X})["output"], rtol=1e-5)
+    assert [p for p in folder.iterdir() if p.name.startswith("host-")] == copies
+    server.client.undeploy("hostopt")

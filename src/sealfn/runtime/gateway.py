@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from sealfn.runtime.executors.base import Executor
 from sealfn.runtime.executors.local import LocalExecutor
 from sealfn.runtime.function import Function
 from sealfn.runtime.metrics import CONTENT_TYPE, Metrics
+from sealfn.runtime.modelcheck import check_loads
 from sealfn.runtime.pool import Pool
 from sealfn.runtime.registry import Registry
 from sealfn.signature import datatype_of, validate
@@ -39,7 +41,8 @@ class Gateway:
     def __init__(self, config: ServerConfig, executor: Executor | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.registry = Registry(config.state_dir)
+        check = functools.partial(check_loads, host_optimized=config.host_optimized)
+        self.registry = Registry(config.state_dir, check)
         # public evaluation keys of HE functions' users, bounded as the config says
         self.he_keys = KeyStore(config.state_dir, KeyPolicy.from_config(config))
         self.admin_token = config.admin_token or admintoken.load_or_create(config.state_dir)

@@ -15,11 +15,13 @@ from sealfn.errors import ModelError
 CHECK_TIMEOUT_S = 120.0
 
 
-def check_loads(path: Path) -> None:
-    """Raise ModelError (with onnxruntime's reason) unless the model loads in an instance."""
+def check_loads(path: Path, *, host_optimized: bool = False) -> None:
+    """Raise ModelError (with onnxruntime's reason) unless the model loads in an instance; with
+    ``host_optimized``, leave the model's host-optimized copy built beside it."""
+    flags = ["--host-optimized"] if host_optimized else []
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "sealfn.instance.check", str(path)],
+            [sys.executable, "-m", "sealfn.instance.check", str(path), *flags],
             capture_output=True,
             text=True,
             timeout=CHECK_TIMEOUT_S,

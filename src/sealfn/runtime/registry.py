@@ -146,9 +146,19 @@ def _check_he(blob: bytes) -> ModelSignature:
 
 
 def _fsync_dir(folder: Path) -> None:
+    """fsync every file below ``folder`` (the host-optimized copy is a folder of its own), and
+    each folder, so what the rename makes visible is on disk."""
     for path in folder.iterdir():
+        if path.is_dir():
+            _fsync_dir(path)
+            continue
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _swap_in(staging: Path, target: Path, aside: Path) -> None:
