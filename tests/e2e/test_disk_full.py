@@ -51,7 +51,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def snug_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MiB tmpfs: room to deploy the 13 MB 'slow' model, not for a host-optimized copy beside it."""
+    """A 32 MiB tmpfs: room to deploy the 13 MB 'slow' model, not for a host-optimized copy too."""
     with _tmpfs(tmp_path, "32m") as mount:
         yield mount
 
