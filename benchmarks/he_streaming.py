@@ -1,4 +1,4 @@
-"""What the gateway holds while large HE requests queue: the buffered OIP path vs the streamed one.
+"""What the gateway holds while large HE requests queue: the OIP infer route vs the HE route.
 
 Usage: .venv/bin/python benchmarks/he_streaming.py [--clients 16] [--mib 6]
 Writes benchmarks/results/he_streaming.json.
@@ -6,9 +6,10 @@ Writes benchmarks/results/he_streaming.json.
 A fresh ``sealfn serve`` per path, one instance of an HE function, ``--clients`` concurrent
 requests of ``--mib`` MiB each (a valid HE head, then bytes the instance refuses once it tries
 the keys: the gateway's side of a request is the same for a real ciphertext). Measured: the
-gateway's peak RSS growth (``VmHWM`` before and after, from /proc) and the wall time. The
-streamed path spools past ``he_spool_memory_bytes`` (2 MiB) to unlinked temp files; the buffered
-path keeps each body in the gateway's heap while it queues.
+gateway's peak RSS growth (``VmHWM`` before and after, from /proc) and the wall time. The HE
+route (arm "streamed") spools past ``he_spool_memory_bytes`` (2 MiB) to unlinked temp files. The
+OIP route (arm "buffered") read each body whole into the gateway's heap until the gateway sent HE
+functions down the same spooling path; the arm is kept to show that both routes now hold the same.
 """
 
 from __future__ import annotations
