@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from sealfn.runtime.cost import CostMeter
 from sealfn.runtime.handle import InstanceHandle, Reply
 from sealfn.runtime.lifecycle import ALIVE, SERVING, InstanceState
 from sealfn.signature import ModelSignature
+from sealfn.weights import WEIGHTS_FILE
 
 if TYPE_CHECKING:
     from sealfn.runtime.group import Group
@@ -63,6 +65,13 @@ class Function:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @functools.cached_property
+    def file_mb(self) -> float:
+        """The model's size on disk (its file plus its external weights file, if any), read once:
+        a deployed version's files never change (a redeploy makes a new Function)."""
+        paths = (self.model_path, self.model_path.with_name(WEIGHTS_FILE))
+        return sum(p.stat().st_size for p in paths if p.exists()) / 2**20
 
     @property
     def policy(self) -> BatchPolicy:

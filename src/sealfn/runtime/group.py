@@ -10,7 +10,6 @@ from sealfn.runtime.function import Function
 from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import ALIVE, InstanceState
 from sealfn.runtime.packer import LoadedModel, ModelCost, PackedInstance, PackerPolicy
-from sealfn.weights import WEIGHTS_FILE
 
 MODEL_MEMORY_FLOOR_MB = 8.0  # a session's own overhead, before any weights
 # An empty instance's own memory (Python + onnxruntime): ~63 MB in benchmarks/packing.py's
@@ -62,7 +61,7 @@ class Group:
     def model_cost(self, function: Function) -> ModelCost:
         name = function.name
         measured = [i.model_memory_mb[name] for i in self.alive() if name in i.model_memory_mb]
-        size_mb = _file_mb(function)
+        size_mb = function.file_mb
         # RSS growth at load misses weights that become resident only when first used (mapped
         # files, lazy allocation): never count a model below its weights' size.
         memory = max([MODEL_MEMORY_FLOOR_MB + size_mb, *measured])
@@ -99,9 +98,3 @@ def model_room(memory_mb: float) -> float:
     """Memory left for models in an instance of ``memory_mb``: the instance's own overhead is
     reserved, but small sizes (tests, tiny models) keep a usable room (never above the size)."""
     return max(memory_mb - INSTANCE_OVERHEAD_MB, min(memory_mb, INSTANCE_OVERHEAD_MB))
-
-
-def _file_mb(function: Function) -> float:
-    """The model's size on disk: its file, plus its external weights file if it has one."""
-    paths = (function.model_path, function.model_path.with_name(WEIGHTS_FILE))
-    return sum(p.stat().st_size for p in paths if p.exists()) / 2**20

@@ -8,8 +8,9 @@ A packed pool holds identical instances that can each load several models of one
    loading the model elsewhere would take (switch cost vs wait) and the model is not hot. An
    instance starting with the model covers its requests: no second start while one is coming.
 3. LOAD_AND_RUN on a free instance that fits the model after evicting idle models: the fewest
-   that make room, least recently used among as few; never a model with work in flight, never
-   the claimant of a live claim.
+   that make room, copies with a twin on another instance before last copies, least recently
+   used among as few; never a model with work in flight, never the claimant of a live claim;
+   and when the model has a holder already (the load only saves a wait), only twinned copies.
 4. QUEUE for a full instance that fits the model after evicting idle models, when it is expected
    free no later than a new instance could start (wait + switch <= start_s + switch).
 5. START_INSTANCE while the pool is below ``max_instances``.
@@ -359,7 +360,9 @@ def _place_elsewhere(
     hot = _hot(ask, queued, holders)
     # With a copy of the model somewhere, loading another only saves waiting: it may unload
     # copies that have a twin elsewhere, never another model's last copy.
-    load = _load_target(ask, alive, yield_claims=False, only=ask.copied if holder else None)
+    load = _load_target(
+        ask, alive, yield_claims=False, only=ask.copied if holder is not None else None
+    )
     # A request that already has a start coming waits for it unless the model is hot: were
     # starts compared by ready_at, one a rounding step later than a new start's would be
     # started again for the same request, once per call, up to max_instances.
