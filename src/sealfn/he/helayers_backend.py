@@ -29,9 +29,9 @@ import numpy as np
 
 from sealfn.errors import ConfigError, EnvelopeError, InvalidInput, ModelError
 from sealfn.he.backend import key_id
-from sealfn.he.layout import check_fits, replicate, tile, unreplicate
+from sealfn.he.layout import PreparedPlans, interpret, replicate, tile, unreplicate
 from sealfn.he.params import CkksParams
-from sealfn.he.plan import INPUT, Add, Linear, LinearSteps, Plan, Square, linear_steps
+from sealfn.he.plan import Linear, Plan
 
 EVAL_MAGIC = b"SFHL-EK1"  # evaluation keys: HElayers context without its secret key
 SECRET_MAGIC = b"SFHL-SK1"  # the user's key file: params, secret key, evaluation keys
@@ -156,7 +156,7 @@ class HelayersEvaluator:
         self.key_id = key_id(evaluation_keys)
         self._encoder = self._hl.Encoder(self._context)
         self._slots = int(self._context.slot_count())
-        self._prepared: dict[int, tuple[Plan, list[LinearSteps | None]]] = {}
+        self._plans = PreparedPlans(keep=1)  # an instance serves one plan
         self.rotations = 0
 
     @property
@@ -164,27 +164,11 @@ class HelayersEvaluator:
         return int(self._context.get_top_chain_index())
 
     def evaluate(self, plan: Plan, ciphertext: bytes) -> bytes:
-        prepared = self._prepare(plan)
-        registers = {INPUT: self._input(ciphertext)}
-        for op, linear in zip(plan.ops, prepared, strict=True):
-            if isinstance(op, Linear) and linear is not None:
-                registers[op.dst] = self._linear(registers[op.src], op, *linear)
-            elif isinstance(op, Square):
-                registers[op.dst] = self._square(registers[op.src], op.offset)
-            elif isinstance(op, Add):
-                registers[op.dst] = self._add(registers[op.a], registers[op.b])
-        result = registers[plan.output]
+        steps = self._plans.steps(plan, self._slots, self.levels)
+        first = self._input(ciphertext)
+        result = interpret(plan, steps, first, self._linear, self._square, self._add)
         result.set_chain_index(0)  # the smallest reply
         return bytes(result.save_to_buffer())
-
-    def _prepare(self, plan: Plan) -> list[LinearSteps | None]:
-        cached = self._prepared.get(id(plan))
-        if cached is not None and cached[0] is plan:
-            return cached[1]
-        check_fits(plan, self._slots, self.levels)
-        prepared = linear_steps(plan)
-        self._prepared = {id(plan): (plan, prepared)}  # an instance serves one plan
-        return prepared
 
     def _input(self, data: bytes) -> Any:
         try:

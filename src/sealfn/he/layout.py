@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from sealfn.errors import EnvelopeError, InvalidInput
-from sealfn.he.plan import Plan, cost
+from sealfn.he.plan import INPUT, Add, Linear, LinearSteps, Plan, Square, cost, linear_steps
 
 # Disagreement allowed between the replicated copies of a decrypted vector, relative to
 # 1 + max|value|. An honest result's copies differ by CKKS noise only (measured: 3e-3 on logits
@@ -50,3 +53,46 @@ def check_fits(plan: Plan, slots: int, levels: int) -> None:
             f"the evaluation keys allow depth {levels}; this network needs {depth} "
             "(make keys with sealfn he keygen for this function)"
         )
+
+
+class PreparedPlans:
+    """The plans an evaluator has checked against its keys (`check_fits`) and prepared (each
+    Linear's diagonals and rotation steps), by identity; past ``keep`` the oldest goes (an
+    instance serves one plan)."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._plans: dict[int, tuple[Plan, list[LinearSteps | None]]] = {}
+
+    def steps(self, plan: Plan, slots: int, levels: int) -> list[LinearSteps | None]:
+        cached = self._plans.get(id(plan))
+        if cached is not None and cached[0] is plan:
+            return cached[1]
+        check_fits(plan, slots, levels)
+        prepared = linear_steps(plan)
+        if len(self._plans) >= self.keep:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[id(plan)] = (plan, prepared)
+        return prepared
+
+
+def interpret(  # noqa: PLR0917 - the plan, its steps, the input, then one callable per op kind
+    plan: Plan,
+    steps: list[LinearSteps | None],
+    first: Any,
+    linear: Callable[..., Any],
+    square: Callable[[Any, np.ndarray], Any],
+    add: Callable[[Any, Any], Any],
+) -> Any:
+    """Run ``plan``'s ops over registers holding one backend's ciphertexts, from ``first`` (the
+    encrypted input): ``linear(x, op, diagonals, rotation_steps)``, ``square(x, offset)``,
+    ``add(a, b)``; the output register's ciphertext."""
+    registers = {INPUT: first}
+    for op, prepared in zip(plan.ops, steps, strict=True):
+        if isinstance(op, Linear) and prepared is not None:
+            registers[op.dst] = linear(registers[op.src], op, *prepared)
+        elif isinstance(op, Square):
+            registers[op.dst] = square(registers[op.src], op.offset)
+        elif isinstance(op, Add):
+            registers[op.dst] = add(registers[op.a], registers[op.b])
+    return registers[plan.output]

@@ -19,9 +19,9 @@ import numpy as np
 
 from sealfn.errors import ConfigError, EnvelopeError, InvalidInput, ModelError
 from sealfn.he.backend import key_id
-from sealfn.he.layout import check_fits, replicate, tile, unreplicate
+from sealfn.he.layout import PreparedPlans, interpret, replicate, tile, unreplicate
 from sealfn.he.params import CkksParams
-from sealfn.he.plan import INPUT, Add, Linear, LinearSteps, Plan, Square, Steps, linear_steps
+from sealfn.he.plan import Linear, Plan, Steps
 
 PREPARED_PLANS = 4  # plans whose diagonals an evaluator keeps (an instance serves one)
 SECRET_MAGIC = b"SFHE-SK1"  # the user's key file: secret context, then the evaluation keys
@@ -162,7 +162,7 @@ class TensealEvaluator:
         self._encoder = self._sa.CKKSEncoder(self._seal)
         self._eval = self._sa.Evaluator(self._seal)
         self._scale = float(context.global_scale)
-        self._prepared: dict[int, tuple[Plan, list[LinearSteps | None]]] = {}
+        self._plans = PreparedPlans(PREPARED_PLANS)
         self.rotations = 0  # rotate_vector calls so far
 
     @property
@@ -170,31 +170,13 @@ class TensealEvaluator:
         return int(self._seal.first_context_data().chain_index())
 
     def evaluate(self, plan: Plan, ciphertext: bytes) -> bytes:
-        prepared = self._prepare(plan)
-        registers = {INPUT: self._input(ciphertext)}
-        for op, linear in zip(plan.ops, prepared, strict=True):
-            if isinstance(op, Linear) and linear is not None:
-                registers[op.dst] = self._linear(registers[op.src], op, *linear)
-            elif isinstance(op, Square):
-                registers[op.dst] = self._square(registers[op.src], op.offset)
-            elif isinstance(op, Add):
-                registers[op.dst] = self._add(registers[op.a], registers[op.b])
-        result = registers[plan.output]
+        steps = self._plans.steps(plan, self._slots(), self.levels)
+        first = self._input(ciphertext)
+        result = interpret(plan, steps, first, self._linear, self._square, self._add)
         self._eval.mod_switch_to_inplace(result, self._seal.last_parms_id())  # smallest reply
         return _save(result)
 
     # --- steps ----------------------------------------------------------------------------------
-
-    def _prepare(self, plan: Plan) -> list[LinearSteps | None]:
-        cached = self._prepared.get(id(plan))
-        if cached is not None and cached[0] is plan:
-            return cached[1]
-        check_fits(plan, self._slots(), self.levels)
-        prepared = linear_steps(plan)
-        if len(self._prepared) >= PREPARED_PLANS:
-            self._prepared.pop(next(iter(self._prepared)))
-        self._prepared[id(plan)] = (plan, prepared)
-        return prepared
 
     def _input(self, data: bytes) -> Any:
         cipher = _load(self._sa.Ciphertext, self._seal, data)
