@@ -15,6 +15,7 @@ import numpy as np
 
 from sealfn.errors import ProtocolError, SealfnError
 from sealfn.instance.models import ModelHost
+from sealfn.ipc import trace
 from sealfn.ipc.arena import Arena
 from sealfn.ipc.frames import LENGTH, Frame, Kind, tensors_from_json, tensors_to_json
 from sealfn.ipc.tensors import TensorWriter, read_tensor
@@ -44,10 +45,12 @@ class InstanceLoop:
         self._buffer = bytearray()
         self._chunk = bytearray(1 << 20)
         self._chunk_view = memoryview(self._chunk)
+        self._recv_ns = self._frame_ns = 0  # trace.ENABLED only
 
     def serve(self) -> None:
         self._send(Frame(Kind.HELLO, 0, {"pid": os.getpid()}))
         while (frame := self._receive()) is not None:
+            self._frame_ns = trace.now() if trace.ENABLED else 0
             if frame.kind is Kind.STOP:
                 break
             if frame.kind is Kind.RUN and self._pool is not None:
@@ -139,6 +142,7 @@ class InstanceLoop:
             {ref.name: read_tensor(ref, frame.payload, view) for ref in tensors_from_json(refs)}
             for refs in meta["requests"]
         ]
+        ran = trace.now() if trace.ENABLED else 0
         results = self._host.run_batch(str(meta["model"]), requests)
         exec_s = time.perf_counter() - started
         writer = self._writer(slot)
@@ -146,7 +150,19 @@ class InstanceLoop:
             tensors_to_json(tuple(writer.add(name, value) for name, value in result.items()))
             for result in results
         ]
-        return Kind.RESULT, {"outputs": outputs, "exec_s": exec_s}, writer.payload()
+        reply = {"outputs": outputs, "exec_s": exec_s}
+        if trace.ENABLED:
+            reply["stamps"] = self._stamps(ran)
+        return Kind.RESULT, reply, writer.payload()
+
+    def _stamps(self, ran: int) -> dict[str, int]:
+        """Woken by the frame, frame decoded, inputs read, run done + outputs written (ns)."""
+        return {
+            "i_recv": self._recv_ns,
+            "i_frame": self._frame_ns,
+            "i_run": ran,
+            "i_done": trace.now(),
+        }
 
     def _run_sealed(
         self, frame: Frame, sealed: SealedModels | HeModels
@@ -208,6 +224,8 @@ class InstanceLoop:
             received = self._sock.recv_into(self._chunk)
             if not received:
                 return None  # the gateway closed its end: exit quietly
+            if trace.ENABLED and not buffer:
+                self._recv_ns = trace.now()  # woken by a frame's first bytes
             buffer += self._chunk_view[:received]
 
 

@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 from sealfn.errors import InstanceFailed, ProtocolError
+from sealfn.ipc import trace
 from sealfn.ipc.frames import LENGTH, MAX_FRAME, Frame, Kind
 
 
@@ -20,6 +21,8 @@ class _Protocol(asyncio.Protocol):
         self._channel._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if trace.ENABLED and not self._buffer:
+            self._channel.arrived_ns = trace.now()
         buffer = self._buffer
         buffer += data
         while len(buffer) >= LENGTH.size:
@@ -47,6 +50,8 @@ class Channel:
         self._ids = itertools.count(1)
         self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # when the last request's write began and its reply's first bytes came (trace.ENABLED)
+        self.sent_ns = self.arrived_ns = 0
 
     @classmethod
     async def connect(cls, sock: socket.socket) -> Channel:
@@ -62,7 +67,10 @@ class Channel:
         request_id = next(self._ids)
         reply: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = reply
-        self._transport.write(Frame(kind, request_id, meta, payload).to_bytes())
+        frame = Frame(kind, request_id, meta, payload).to_bytes()
+        if trace.ENABLED:
+            self.sent_ns = trace.now()  # before the write: the reader may wake before it returns
+        self._transport.write(frame)
         try:
             return await reply
         finally:

@@ -19,6 +19,7 @@ from sealfn.config import ServerConfig
 from sealfn.errors import InvalidInput, SealfnError
 from sealfn.he.keystore import KeyPolicy, KeyStore
 from sealfn.http_api import EXCEPTION_HANDLERS, error_response, json_response, read_body
+from sealfn.ipc import trace
 from sealfn.runtime import admin, he_api
 from sealfn.runtime.executors.base import Executor
 from sealfn.runtime.executors.local import LocalExecutor
@@ -71,6 +72,7 @@ class Gateway:
         """Decode → validate → queue on the pool → encode; errors mapped in one place."""
         name = request.path_params["name"]
         started = time.perf_counter()
+        stamps = {"g_enter": trace.now()} if trace.ENABLED else None
         code = 200
         try:
             function = self.pool.function(name)
@@ -80,11 +82,12 @@ class Gateway:
                 )
             else:
                 body = await read_body(request, self.config.max_body_bytes)
+                trace.mark(stamps, "g_body")
                 sealed = request.headers.get("content-type", "").startswith(SEALED_CONTENT_TYPE)
                 if function.spec.sealed or sealed:
                     response = await self._infer_sealed(function, body, sealed)
                 else:
-                    response = await self._infer_plain(function, request, body)
+                    response = await self._infer_plain(function, request, body, stamps)
             code = response.status_code
             return response
         except SealfnError as exc:
@@ -94,13 +97,26 @@ class Gateway:
         finally:
             if name in self.pool.functions:
                 self.metrics.request(name, code, time.perf_counter() - started)
+            if stamps is not None:
+                trace.write(stamps | {"g_end": trace.now(), "status": code})
 
-    async def _infer_plain(self, function: Function, request: Request, body: bytes) -> Response:
+    async def _infer_plain(
+        self,
+        function: Function,
+        request: Request,
+        body: bytes,
+        stamps: dict[str, int] | None,
+    ) -> Response:
         parsed = oip.decode_request(body, _header_length(request))
+        trace.mark(stamps, "g_decoded")
         validate(parsed.inputs, function.signature, [o.name for o in parsed.outputs])
+        trace.mark(stamps, "g_validated")
         reply = await self.pool.infer(function.name, {t.name: t.data for t in parsed.inputs})
+        trace.mark(stamps, "g_replied")
         response = oip.InferResponse(function.name, "1", parsed.id, _tensors(reply.outputs))
         content, headers = oip.encode_response(response, parsed)
+        if stamps is not None:
+            stamps |= (reply.stamps or {}) | {"g_encoded": trace.now()}
         return Response(content, headers=headers)
 
     async def _infer_sealed(self, function: Function, body: bytes, sealed: bool) -> Response:

@@ -9,6 +9,7 @@ import numpy as np
 
 from sealfn import errors
 from sealfn.errors import InstanceFailed, ProtocolError, SealfnError
+from sealfn.ipc import trace
 from sealfn.ipc.channel import Channel
 from sealfn.ipc.frames import Frame, Kind, tensors_from_json, tensors_to_json
 from sealfn.ipc.tensors import TensorWriter, read_tensor
@@ -102,6 +103,7 @@ class InstanceHandle:
     async def _run_in_slot(
         self, slot: int, model: str, requests: Sequence[Tensors], inline_bytes: int
     ) -> tuple[list[Reply], float]:
+        stamps = {"h_write": trace.now()} if trace.ENABLED else None
         arena = self.worker.arena if self.worker is not None else None
         if arena is not None:
             arena.mark_started(slot, False)
@@ -120,6 +122,8 @@ class InstanceHandle:
         except InstanceFailed as exc:
             started = arena is not None and arena.started(slot)
             raise BatchLost(started) from exc
+        if stamps is not None:
+            stamps["h_resumed"] = trace.now()
         _raise_failure(reply)
         view = arena.view if arena is not None else None
         outputs = [
@@ -130,8 +134,10 @@ class InstanceHandle:
         # Sealed batches answer per request (one may be refused while its batch mates run).
         statuses = reply.meta.get("status") or [200] * len(outputs)
         messages = reply.meta.get("message") or [""] * len(outputs)
+        if stamps is not None:
+            stamps |= _channel_stamps(self._channel(), reply.meta)
         replies = [
-            Reply(out, int(code), str(text))
+            Reply(out, int(code), str(text), stamps)
             for out, code, text in zip(outputs, statuses, messages, strict=True)
         ]
         return replies, float(reply.meta["exec_s"])
@@ -152,6 +158,16 @@ class Reply:
     outputs: dict[str, np.ndarray]
     status: int = 200
     message: str = ""
+    stamps: dict[str, int] | None = None  # trace.ENABLED only: phase timestamps, ns
+
+
+def _channel_stamps(channel: Channel, meta: dict[str, object]) -> dict[str, int]:
+    """The frame's write and reply arrival, the instance's own stamps, and now (outputs read)."""
+    instance = meta.get("stamps")
+    found = {"h_sent": channel.sent_ns, "h_arrived": channel.arrived_ns}
+    if isinstance(instance, dict):
+        found |= {str(k): int(v) for k, v in instance.items()}
+    return found | {"h_read": trace.now()}
 
 
 class BatchLost(InstanceFailed):

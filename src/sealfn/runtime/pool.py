@@ -28,6 +28,7 @@ from sealfn.errors import (
     SealfnError,
     Unavailable,
 )
+from sealfn.ipc import trace
 from sealfn.ipc.frames import Kind
 from sealfn.runtime import autoscaler, batcher, packing, router
 from sealfn.runtime.executors.base import Executor, LaunchSpec
@@ -175,6 +176,7 @@ class Pool:
     async def _run_batch(
         self, function: Function, instance: InstanceHandle, batch: list[Pending]
     ) -> None:
+        dispatched = trace.now() if trace.ENABLED else 0
         function.in_flight_requests += len(batch)
         self.metrics.batch(function.name, len(batch))
         try:
@@ -197,6 +199,8 @@ class Pool:
                 _fail(pending, exc)
         else:
             function.estimate = batcher.observe(function.estimate, len(batch), exec_s)
+            if outputs and (stamps := outputs[0].stamps) is not None:
+                stamps |= {"p_dispatch": dispatched, "p_resolve": trace.now()}
             for pending, result in zip(batch, outputs, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(result)

@@ -1,0 +1,219 @@
+"""One-client latency of sealfn against in-process onnxruntime: interleaved ratio and phases.
+
+Usage: ``.venv/bin/python benchmarks/latency.py [--models resnet18,mlp] [--rounds 12]
+[--block-s 1.5] [--trace 300]``. Writes ``benchmarks/results/latency.json``.
+
+- The ratio is the serving benchmark's (`measure.interleave`: alternating blocks of in-process
+  ORT and ``sealfn serve`` at 1 client, the default function settings with ``min_instances=1``),
+  for one or two models only, so an A/B of a change takes minutes, not ``make bench``'s half hour.
+- ``--trace N`` then restarts the server with ``SEALFN_TRACE_PHASES`` set and sends N requests per
+  model one at a time, alternating with in-process runs: the median of each phase of one request,
+  from CLOCK_MONOTONIC stamps taken by this client, the gateway and the instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import figures
+import ort_arm
+import sealfn_arm
+from loadgen import HttpCall
+from measure import FULL, HOST, Context, interleave, log
+from payloads import Workload
+from sealfn.workloads.models import build_examples
+from servers import SealfnServer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SETTINGS = {"min_instances": 1}  # the serving benchmark's "-default" config
+# (phase, from stamp, to stamp): consecutive, so the phases add up to the round trip
+PHASES = (
+    ("http in: send .. handler entered", "c_send", "g_enter"),
+    ("read body", "g_enter", "g_body"),
+    ("oip decode", "g_body", "g_decoded"),
+    ("validate", "g_decoded", "g_validated"),
+    ("queue + pump + task start", "g_validated", "p_dispatch"),
+    ("metrics.batch, slot", "p_dispatch", "h_write"),
+    ("tensors to arena, frame built", "h_write", "h_sent"),
+    ("frame write + instance wake-up", "h_sent", "i_recv"),
+    ("instance frame receive + decode", "i_recv", "i_frame"),
+    ("instance read inputs", "i_frame", "i_run"),
+    ("instance ORT run + outputs", "i_run", "i_done"),
+    ("reply frame to gateway", "i_done", "h_arrived"),
+    ("gateway resumes run()", "h_arrived", "h_resumed"),
+    ("read outputs", "h_resumed", "h_read"),
+    ("pool: observe, resolve future", "h_read", "p_resolve"),
+    ("back in handler", "p_resolve", "g_replied"),
+    ("oip encode", "g_replied", "g_encoded"),
+    ("handler return (metrics)", "g_encoded", "g_end"),
+    ("http out: response .. client has it", "g_end", "c_done"),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18", help="comma-separated example models")
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (0: none)")
+    parser.add_argument("--block-s", type=float, default=1.5, help="seconds per block")
+    parser.add_argument("--trace", type=int, default=0, help="traced requests per model")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also serve from this src/ (e.g. `git archive HEAD src`): a third, interleaved arm",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latency.json")
+    args = parser.parse_args(argv)
+    models = build_examples(ROOT / "benchmarks" / ".models")
+    workloads = {n: Workload(models[n], 1) for n in args.models.split(",")}
+    settings = dataclasses.replace(
+        FULL, clients=(1,), interleave_rounds=args.rounds, interleave_block_s=args.block_s
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="sealfn-latency-"))
+    ctx = Context(settings, workloads, ROOT, tmp)
+    result: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git": _git_head(),
+        "loadavg_start": os.getloadavg(),
+        "settings": settings.to_dict(),
+    }
+    if args.rounds:
+        result["interleaved"] = _ab(ctx, args.baseline_src)
+    if args.trace:
+        result["phases"] = _phases(ctx, args.trace)
+    result["loadavg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    log(f"load average {result['loadavg_start']} -> {result['loadavg_end']}; wrote {args.out}")
+    return 0
+
+
+def _ab(ctx: Context, baseline_src: Path | None) -> dict[str, Any]:
+    servers = {"sealfn": _server(ctx.tmp / "ab", {})}
+    if baseline_src is not None:
+        servers["sealfn-base"] = _server(ctx.tmp / "ab-base", {"PYTHONPATH": str(baseline_src)})
+    found: dict[str, Any] = {}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for name, workload in ctx.workloads.items():
+            arms: dict[str, Any] = {"ort": (ort_arm.local_calls(workload), None)}
+            for label, server in servers.items():
+                server.deploy(name, workload.model.path, **SETTINGS)
+                if not server.wait_instances(name, 1):
+                    raise RuntimeError(f"{name}: no warm instance after deploy")
+                path = f"/v2/models/{name}/infer"
+                arms[label] = (sealfn_arm.http_calls(workload, server.port, path), server.pid)
+            run = interleave(ctx, arms, 1, name)
+            run["ratios_p50"] = {}
+            for label in servers:
+                ratio = figures.interleaved_ratio(run, label, "ort", "p50_ms")
+                run["ratios_p50"][label] = ratio
+                log(
+                    f"  {name}: {label}/ORT p50 {ratio['ratio']:.3f} "
+                    f"(rounds {ratio['round_min']:.3f}..{ratio['round_max']:.3f}), "
+                    f"ORT {run['arms']['ort']['p50_ms']:.3f} ms, "
+                    f"{label} {run['arms'][label]['p50_ms']:.3f} ms"
+                )
+            found[name] = run
+            for server in servers.values():
+                server.undeploy(name)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return found
+
+
+def _server(folder: Path, env: dict[str, str]) -> SealfnServer:
+    """`sealfn serve` with ``env`` added to our environment (its instances inherit it)."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        return SealfnServer(sys.executable, folder / "state", folder.with_suffix(".log"))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+def _phases(ctx: Context, count: int) -> dict[str, Any]:
+    trace_file = ctx.tmp / "phases.jsonl"
+    server = _server(ctx.tmp / "trace", {"SEALFN_TRACE_PHASES": str(trace_file)})
+    found: dict[str, Any] = {}
+    try:
+        server.wait_ready()
+        for name, workload in ctx.workloads.items():
+            server.deploy(name, workload.model.path, **SETTINGS)
+            if not server.wait_instances(name, 1):
+                raise RuntimeError(f"{name}: no warm instance after deploy")
+            found[name] = _trace_model(server, workload, name, count, trace_file)
+            server.undeploy(name)
+    finally:
+        server.stop()
+    return found
+
+
+def _trace_model(
+    server: SealfnServer, workload: Workload, name: str, count: int, trace_file: Path
+) -> dict[str, Any]:
+    call = HttpCall(
+        HOST, server.port, workload.request(0, HOST, server.port, f"/v2/models/{name}/infer")
+    )
+    for _ in range(max(20, count // 5)):  # warm: connection, caches, the batcher's estimate
+        call()
+        workload.run_local(0)
+    trace_file.unlink(missing_ok=True)
+    client, local = [], []
+    for _ in range(count):
+        sent = time.monotonic_ns()
+        call()
+        client.append({"c_send": sent, "c_done": time.monotonic_ns()})
+        began = time.monotonic_ns()
+        workload.run_local(0)
+        local.append(time.monotonic_ns() - began)
+    call.close()
+    server_side = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    if len(server_side) != count:
+        raise RuntimeError(f"{name}: {len(server_side)} traced requests, expected {count}")
+    stamps = [c | s for c, s in zip(client, server_side, strict=True)]
+    phases = {
+        label: statistics.median((s[b] - s[a]) / 1000 for s in stamps) for label, a, b in PHASES
+    }
+    total = statistics.median((s["c_done"] - s["c_send"]) / 1000 for s in stamps)
+    ort_us = statistics.median(local) / 1000
+    log(f"  {name}: phases of one request (median of {count}, us)")
+    for label, value in phases.items():
+        log(f"    {label:40} {value:9.1f}")
+    log(f"    {'sum of phase medians':40} {sum(phases.values()):9.1f}")
+    log(f"    {'round trip (median)':40} {total:9.1f}")
+    log(f"    {'in-process ORT run (interleaved)':40} {ort_us:9.1f}")
+    return {
+        "count": count,
+        "phases_us": phases,
+        "round_trip_us": total,
+        "ort_in_process_us": ort_us,
+    }
+
+
+def _git_head() -> str:
+    head = (ROOT / ".git" / "HEAD").read_text().strip()
+    if head.startswith("ref: "):
+        ref = ROOT / ".git" / head[5:]
+        return ref.read_text().strip() if ref.exists() else head
+    return head
+
+
+if __name__ == "__main__":
+    sys.exit(main())
