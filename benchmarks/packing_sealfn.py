@@ -42,6 +42,7 @@ class PlacementError(RuntimeError):
 class _Held:
     last_used: float
     in_flight: int = 0
+    since: float | None = None  # when its running batch started computing (after any load)
 
 
 @dataclass(eq=False)
@@ -60,7 +61,7 @@ class _Instance:
 
     def view(self, memory: dict[str, float], ready_at: bool) -> PackedInstance:
         loaded = tuple(
-            packer.LoadedModel(name, memory[name], held.last_used, held.in_flight)
+            packer.LoadedModel(name, memory[name], held.last_used, held.in_flight, held.since)
             for name, held in sorted(self.models.items())
         )
         expected = self.ready_at if ready_at else None
@@ -198,6 +199,7 @@ class SealfnPacker:
         held = instance.models[model]
         held.in_flight += 1
         held.last_used = instance.last_used = now
+        held.since = now + (delay - self.costs[model].exec_s)
         instance.state = InstanceState.WARM
         self.sim.after(delay, lambda: self._done(instance, model, request))
 
@@ -216,6 +218,7 @@ class SealfnPacker:
         held = instance.models[model]
         held.in_flight -= 1
         held.last_used = instance.last_used = now
+        held.since = None
         instance.state = InstanceState.IDLE
         self.ledger.served(request, now)
         self._pump()

@@ -79,6 +79,14 @@ def busy(id: str, name: str = "m", *, capacity: int = 1) -> PackedInstance:
     return inst(id, lm(name, in_flight=1), capacity=capacity)
 
 
+def started(id: str, since: float, *, other: str | None = None) -> PackedInstance:
+    """Full instance holding "m"; "m" (or ``other``, loaded beside it) runs a batch that
+    started at ``since``."""
+    running = LoadedModel(other or "m", 100, since, in_flight=1, running_since=since)
+    models = (running,) if other is None else (running, lm("m"))
+    return inst(id, *models, capacity=1)
+
+
 def claimed(id: str, *others: LoadedModel) -> PackedInstance:
     """Claimed by "a", live: idle 0.5 s of its 1.0 s linger (claim_factor 2 x exec_s 0.5)."""
     return inst(id, lm("a", last_used=NOW - 0.5), *others, claimed_by="a")
@@ -282,6 +290,38 @@ def test_claim_flag(instances: list[PackedInstance], queued: int, expected: bool
             0.0,
             (K.LOAD_AND_RUN, "i2", ()),
             id="switch-long-loads-elsewhere",
+        ),
+        pytest.param(
+            [started("i1", NOW - 4.5), inst("i2")],
+            SLOW_M,
+            2,
+            0.0,
+            (K.QUEUE, "i1", ()),
+            id="batch-nearly-done-queues-for-holder",
+        ),
+        pytest.param(
+            [started("i1", NOW - 3.5), inst("i2")],
+            SLOW_M,
+            2,
+            0.0,
+            (K.LOAD_AND_RUN, "i2", ()),
+            id="batch-far-from-done-loads-elsewhere",
+        ),
+        pytest.param(
+            [started("i1", NOW - 60.0), inst("i2")],
+            SLOW_M,
+            2,
+            0.0,
+            (K.QUEUE, "i1", ()),
+            id="overrun-batch-counts-as-ending-now",
+        ),
+        pytest.param(
+            [started("i1", NOW - 2.5, other="c"), inst("i2")],
+            SLOW_M,
+            2,
+            0.0,
+            (K.QUEUE, "i1", ()),
+            id="other-models-batch-nearly-done-queues",
         ),
         pytest.param(
             [busy("i1")], SLOW_M, 2, 0.0, (K.START_INSTANCE, None, ()), id="switch-long-starts"

@@ -79,6 +79,7 @@ class Group:
                 self._estimate_mb(name),
                 instance.model_last_used.get(name, instance.spawned_at),
                 instance.model_in_flight.get(name, 0),
+                self._running_since(instance, name),
             )
             for name in names
         )
@@ -88,6 +89,17 @@ class Group:
         return PackedInstance(
             instance.id, state, instance.capacity, loaded, self.claims.get(instance.id)
         )
+
+    def _running_since(self, instance: InstanceHandle, name: str) -> float | None:
+        """When the model's oldest running batch started computing there: its dispatch, plus
+        the load when the batch is waiting on one (LOAD_AND_RUN)."""
+        started = instance.model_started.get(name)
+        if not started:
+            return None
+        member = self.members.get(name)
+        if name in instance.loading and member is not None:
+            return started[0] + self.model_cost(member).switch_s
+        return started[0]
 
     def _estimate_mb(self, name: str) -> float:
         member = self.members.get(name)

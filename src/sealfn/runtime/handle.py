@@ -32,6 +32,7 @@ class InstanceHandle:
         self.models: set[str] = set()
         self.loading: set[str] = set()  # LOAD sent (packed pools), not yet answered
         self.model_in_flight: dict[str, int] = {}  # batches per model
+        self.model_started: dict[str, list[float]] = {}  # their dispatch times, oldest first
         self.model_last_used: dict[str, float] = {}
         self.model_memory_mb: dict[str, float] = {}  # measured at load: RSS growth
         self.spawned_at = now
@@ -80,12 +81,16 @@ class InstanceHandle:
     def reserve(self, now: float, model: str) -> None:
         self.in_flight += 1
         self.model_in_flight[model] = self.model_in_flight.get(model, 0) + 1
+        self.model_started.setdefault(model, []).append(now)
         self.last_used = self.model_last_used[model] = now
         self.transition(Event.DISPATCH)
 
     def release(self, now: float, model: str) -> None:
         self.in_flight -= 1
         self.model_in_flight[model] -= 1
+        started = self.model_started.get(model)
+        if started:  # batches of one model end about in the order they started
+            started.pop(0)
         self.last_used = self.model_last_used[model] = now
         if self.state is not InstanceState.GONE:
             self.transition(Event.DRAINED_WORK)

@@ -5,7 +5,9 @@ A packed pool holds identical instances that can each load several models of one
 
 1. RUN on a free serving instance that has the model loaded.
 2. QUEUE for a busy or starting instance that has it, when it is expected free no later than
-   loading the model elsewhere would take (switch cost vs wait) and the model is not hot. An
+   loading the model elsewhere would take (switch cost vs wait) and the model is not hot. A
+   busy instance is expected free when its running batch has had its exec_s (the pool reports
+   when each model's oldest batch started; without that, a whole exec_s from now). An
    instance starting with the model covers its requests: no second start while one is coming.
 3. LOAD_AND_RUN on a free instance that fits the model after evicting idle models: the fewest
    that make room, copies with a twin on another instance before last copies, least recently
@@ -81,6 +83,7 @@ class LoadedModel:
     memory_mb: float  # MB it holds there (its ModelCost.memory_mb when it was loaded)
     last_used: float  # monotonic seconds of its last dispatch or batch completion there
     in_flight: int = 0  # its batches running there now
+    running_since: float | None = None  # when its oldest running batch started; None: unknown
 
 
 @dataclass(frozen=True)
@@ -435,12 +438,22 @@ def _nearest_holder(ask: _Ask, alive: Sequence[PackedInstance]) -> tuple[Instanc
 
 def _wait(instance: PackedInstance, ask: _Ask) -> float:
     """Seconds until ``instance`` can take a batch. Starting: until ``ready_at`` (None: now).
-    Busy: the shortest exec_s among its running models, an upper bound on when the first
-    running batch ends (we do not track when each batch started)."""
+    Busy: the soonest end expected among its running models' oldest batches: what is left of
+    exec_s since the batch started, or the whole exec_s when the start is not known."""
     if instance.state is InstanceState.STARTING:
         return 0.0 if instance.ready_at is None else max(0.0, instance.ready_at - ask.now)
-    running = (ask.costs.get(m.name) for m in instance.loaded if m.in_flight > 0)
-    return min((0.0 if c is None else c.exec_s for c in running), default=0.0)
+    return min((_left(m, ask) for m in instance.loaded if m.in_flight > 0), default=0.0)
+
+
+def _left(model: LoadedModel, ask: _Ask) -> float:
+    """Seconds until the oldest running batch of ``model`` is expected to end (an unknown
+    model counts as instant; an overrun batch as ending now)."""
+    cost = ask.costs.get(model.name)
+    if cost is None:
+        return 0.0
+    if model.running_since is None:
+        return cost.exec_s
+    return max(0.0, model.running_since + cost.exec_s - ask.now)
 
 
 def _busy_target(ask: _Ask, alive: Sequence[PackedInstance]) -> tuple[PackedInstance, float] | None:
