@@ -80,39 +80,46 @@ def _value(result: Mapping[str, Any], key: str) -> float:
 
 
 def plot_frontier(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Each (policy, group size, cap, seed) as a point: GB-s saved vs (a) against p99 / (a)'s p99;
-    the targets' corner (>= 3x cheaper, p99 no worse) shaded."""
+    """One panel per group size: each (policy, cap, seed) as a point, GB-s saved vs (a) against
+    p99 / (a)'s p99; the targets' corner (>= 3x cheaper, p99 no worse) shaded. The
+    room-for-everything bound (c-roomy) gets a panel of its own."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.axvspan(3, 10, ymin=0, ymax=1, color="0.93", lw=0)
-    keys = sorted({(r["policy"], r["group_mb"], r["max_instances"]) for r in rows})
-    cmap = plt.get_cmap("tab20")
-    for index, (policy, group_mb, cap) in enumerate(keys):
-        mine = [
-            r
-            for r in rows
-            if (r["policy"], r["group_mb"], r["max_instances"]) == (policy, group_mb, cap)
-        ]
-        ax.scatter(
-            [r["gb_s_ratio"] for r in mine],
-            [r["p99_ms"] / r["a_p99_ms"] for r in mine],
-            marker="o" if policy == "c" else "x",
-            color=cmap(index % 20),
-            s=22,
-            label=f"({policy}) {group_mb} MB x {cap}",
-        )
-    ax.axhline(1.0, color="0.4", lw=0.8)
-    ax.axvline(3.0, color="0.4", lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlim(0, max(6.0, max(r["gb_s_ratio"] for r in rows) * 1.05))
-    ax.set_xlabel("GB-s of (a) / GB-s of the policy (target >= 3)")
-    ax.set_ylabel("p99 / p99 of (a) (target <= 1)")
-    ax.set_title("packing frontier: group size x instance cap, every seed", fontsize=10)
-    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    sizes = sorted({(r["policy"] == "c-roomy", r["group_mb"]) for r in rows})
+    caps = sorted({r["max_instances"] for r in rows})
+    colors = plt.get_cmap("viridis")
+    markers = {"b": "x", "c": "o", "c-roomy": "s"}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 4.5), sharey=True)
+    top = max(6.0, max(r["gb_s_ratio"] for r in rows) * 1.05)
+    for ax, (roomy, group_mb) in zip(axes, sizes, strict=True):
+        ax.fill_between([3, top], 0.5, 1.0, color="0.93", lw=0)
+        mine = [r for r in rows if (r["policy"] == "c-roomy", r["group_mb"]) == (roomy, group_mb)]
+        for policy, marker in markers.items():
+            for cap in caps:
+                points = [r for r in mine if (r["policy"], r["max_instances"]) == (policy, cap)]
+                if not points:
+                    continue
+                ax.scatter(
+                    [r["gb_s_ratio"] for r in points],
+                    [r["p99_ms"] / r["a_p99_ms"] for r in points],
+                    marker=marker,
+                    color=colors(caps.index(cap) / max(1, len(caps) - 1)),
+                    s=24,
+                    label=f"({policy}) x {cap}",
+                )
+        ax.axhline(1.0, color="0.4", lw=0.8)
+        ax.axvline(3.0, color="0.4", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlim(0, top)
+        ax.set_xlabel("GB-s of (a) / GB-s (target >= 3)")
+        kind = "every model in every instance" if roomy else "group instances"
+        ax.set_title(f"{group_mb} MB {kind}", fontsize=9)
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
+    axes[0].set_ylabel("p99 / p99 of (a) (target <= 1)")
+    fig.suptitle("packing frontier: instance size x cap, every seed (simulation)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
