@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from packing_probe import model_costs, start_times
-from sealfn.runtime.group import MODEL_MEMORY_FLOOR_MB
+from sealfn.runtime.group import estimated_model_mb
 from sealfn.workloads.models import build_examples
 
 SIZES = ("mlp", "resnet18")
@@ -102,10 +102,10 @@ def build(calibration: Calibration, shares: list[float]) -> World:
 
     onnxruntime's first session in a process pays its own setup (measured as the small model's
     first-load growth less a second copy's); that goes to the instance's base, and a model
-    holds its first-load growth less that setup, never less than sealfn's estimate (8 MB +
-    its file). Every function gets the smallest power-of-two memory tier >= 128 MB that holds
-    its base and model; a shared instance gets the largest of them (sealfn: a group's instances
-    take the largest member's memory).
+    holds its first-load growth less that setup, never less than sealfn's estimate from its
+    file (`estimated_model_mb`: 1 MB + 1.2 x the file). Every function gets the smallest
+    power-of-two memory tier >= 128 MB that holds its base and model; a shared instance gets the
+    largest of them (sealfn: a group's instances take the largest member's memory).
     """
     small = calibration.sizes["mlp"]
     setup_mb = max(0.0, small.growth_mb - small.marginal_mb)
@@ -114,7 +114,7 @@ def build(calibration: Calibration, shares: list[float]) -> World:
     for rank, share in enumerate(shares):
         kind = LARGE if rank % LARGE_EVERY == 0 else "mlp"
         size = calibration.sizes[kind]
-        memory = max(size.growth_mb - setup_mb, MODEL_MEMORY_FLOOR_MB + size.file_mb)
+        memory = max(size.growth_mb - setup_mb, estimated_model_mb(size.file_mb))
         name = f"m{rank:02d}"
         models[name] = Model(name, kind, share, memory, size.load_s, size.exec_s)
     per_model = {name: tier(base + m.memory_mb) for name, m in models.items()}

@@ -72,15 +72,15 @@ def test_twenty_models_on_at_most_four_instances(
 def test_budget_full_evicts_lru_and_reloads_without_failing(
     server: Server, tmp_path: Path, deploy: Callable[..., str]
 ) -> None:
-    """One instance whose budget fits two of these models (1 MiB of weights each, plus session
-    overhead): cycling over four evicts and reloads, and every request gets its own answer."""
-    width = 1 << 16  # x (width, 4) float32 weights = 1 MiB per model
+    """One instance whose budget fits two of these models (8 MiB of weights each: ~10.6 MB
+    counted): cycling over four evicts and reloads, and every request gets its own answer."""
+    width = 1 << 19  # x (width, 4) float32 weights = 8 MiB per model
     names = [
         deploy(
             scaled_model(tmp_path / f"big{i}.onnx", float(i + 1), width),
             group="tight",
             max_instances=1,
-            memory_mb=20,
+            memory_mb=24,
         )
         for i in range(4)
     ]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sealfn.config import FunctionSpec
 from sealfn.runtime.function import Function
-from sealfn.runtime.group import Group
+from sealfn.runtime.group import Group, estimated_model_mb
 from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import InstanceState
 from sealfn.signature import ModelSignature
@@ -46,3 +46,20 @@ def test_a_batch_waiting_on_its_load_starts_after_the_load() -> None:
     handle.loading.add("f")  # LOAD_AND_RUN: the batch is dispatched, the load still running
     handle.reserve(10.0, "f")
     assert since(group, handle) == 10.25
+
+
+def test_model_memory_is_the_file_estimate_until_a_larger_load_is_measured(
+    tmp_path: Path,
+) -> None:
+    """Tiny models count about 1 MB (a session adds ~0.1 MB measured), not a fixed 8 MB: a
+    256 MB instance has room for well over a hundred of them."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\0" * (10 * 2**20))  # 10 MiB
+    group, handle = _group()
+    function = Function(FunctionSpec("f"), model, ModelSignature((), ()))
+    group.members["f"] = function
+    assert group.model_cost(function).memory_mb == estimated_model_mb(function.file_mb)
+    assert 12.5 < group.model_cost(function).memory_mb < 14.0  # 1 + 1.2 x 10.49 MB
+    handle.model_memory_mb["f"] = 30.0  # what the instance reported at LOAD
+    assert group.model_cost(function).memory_mb == 30.0
+    assert estimated_model_mb(0.01) < 1.1

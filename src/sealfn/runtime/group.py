@@ -11,7 +11,12 @@ from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import ALIVE, InstanceState
 from sealfn.runtime.packer import LoadedModel, ModelCost, PackedInstance, PackerPolicy
 
-MODEL_MEMORY_FLOOR_MB = 8.0  # a session's own overhead, before any weights
+# A session's own memory before any weights: a tiny model's session adds ~0.1 MB of RSS/USS in
+# an instance that has one already (measured over 200 sessions; benchmarks/packing.py's
+# calibration: "marginal_mb"); 1 MB keeps a margin. Weights take more than their file once
+# loaded (prepacked copies, the activation arena): ResNet-18 holds 52.2 MB for a 44.6 MB file.
+MODEL_MEMORY_FLOOR_MB = 1.0
+WEIGHTS_MEMORY_FACTOR = 1.2  # resident MB per MB of model file
 # An empty instance's own memory (Python + onnxruntime): ~63 MB in benchmarks/packing.py's
 # calibration. It is billed with the instance but is not room for models.
 INSTANCE_OVERHEAD_MB = 64.0
@@ -63,8 +68,8 @@ class Group:
         measured = [i.model_memory_mb[name] for i in self.alive() if name in i.model_memory_mb]
         size_mb = function.file_mb
         # RSS growth at load misses weights that become resident only when first used (mapped
-        # files, lazy allocation): never count a model below its weights' size.
-        memory = max([MODEL_MEMORY_FLOOR_MB + size_mb, *measured])
+        # files, lazy allocation): never count a model below the estimate from its file.
+        memory = max([estimated_model_mb(size_mb), *measured])
         switch = self.load_s.get(name, 0.02 + size_mb / LOAD_MB_PER_S)
         return ModelCost(name, memory, switch, function.estimate.predict(1))
 
@@ -104,6 +109,12 @@ class Group:
     def _estimate_mb(self, name: str) -> float:
         member = self.members.get(name)
         return self.model_cost(member).memory_mb if member is not None else MODEL_MEMORY_FLOOR_MB
+
+
+def estimated_model_mb(file_mb: float) -> float:
+    """MB a model of ``file_mb`` holds in an instance, before a load of it was measured; the
+    least it is ever counted at."""
+    return MODEL_MEMORY_FLOOR_MB + WEIGHTS_MEMORY_FACTOR * file_mb
 
 
 def model_room(memory_mb: float) -> float:
