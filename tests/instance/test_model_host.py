@@ -84,3 +84,37 @@ def test_unloadable_model_is_model_error(tmp_path: Path, content: bytes) -> None
         ModelHost().load("broken", path)
     with pytest.raises(ModelError):
         ModelHost().load("missing", tmp_path / "missing.onnx")
+
+
+_SPIN_PROBE = """
+import sys, time
+import numpy as np
+from sealfn.instance.models import ModelHost
+host = ModelHost(2, shared_pool=True)
+host.fix_thread_pool(own=sys.argv[2] == "own")
+host.load("large", sys.argv[1])
+x = np.ones((64, int(sys.argv[3])), np.float32)
+for _ in range(20):
+    (result,) = host.run_batch("large", [{"x": x}])
+assert np.array_equal(result["y"], 2 * x + 1)
+idle = []
+for _ in range(5):
+    host.run_batch("large", [{"x": x}])
+    cpu = time.process_time()
+    time.sleep(0.05)
+    idle.append(time.process_time() - cpu)
+print(min(idle))
+"""
+
+
+def test_an_own_thread_pool_stops_spinning_when_a_run_returns(models: Models) -> None:
+    """An instance serving one model must not burn a core between runs (a 2-core host needs it
+    for the gateway and the client); onnxruntime's shared pool cannot be told so."""
+    import subprocess
+    import sys
+
+    from sealfn_testing import LARGE_WIDTH
+
+    probe = [sys.executable, "-c", _SPIN_PROBE, str(models.large), "own", str(LARGE_WIDTH)]
+    done = subprocess.run(probe, capture_output=True, text=True, check=True, timeout=120)
+    assert float(done.stdout) < 0.01  # CPU seconds over 50 ms of sleep after a run

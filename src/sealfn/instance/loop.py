@@ -89,6 +89,7 @@ class InstanceLoop:
 
     def _load(self, meta: dict[str, Any]) -> tuple[Kind, dict[str, Any], bytes]:
         name, path = str(meta["model"]), Path(str(meta["path"]))
+        self._host.fix_thread_pool(own=bool(meta.get("own_thread_pool")))
         before = _rss_mb()
         if meta.get("he"):
             return self._load_he(name, path, Path(str(meta["state_dir"])), before)

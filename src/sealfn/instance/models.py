@@ -39,7 +39,8 @@ class ModelHost:
         host_optimized: bool = False,
     ) -> None:
         """``shared_pool``: one onnxruntime thread pool for every session (instances do this;
-        it is process-wide, so every later session in the process must share it too).
+        it is process-wide, so every later session in the process must share it too), unless
+        ``fix_thread_pool(own=True)`` comes before the first load.
 
         ``share_weights``: keep the weights of a model loaded from a path in the pages onnxruntime
         maps from its external data file (``sealfn.weights``), so every instance of the model on
@@ -56,15 +57,36 @@ class ModelHost:
         self._threads = intra_op_threads
         self.models: dict[str, LoadedModel] = {}
         self._shared = shared_pool
+        self._stop_spinning = False
+        self._pool_fixed = False
         self._share_weights = share_weights
         self._host_optimized = host_optimized
-        if shared_pool:
-            _share_thread_pool(ort, intra_op_threads)
+
+    def fix_thread_pool(self, *, own: bool) -> None:
+        """Decide, before the first session, how this host's sessions get their threads.
+
+        ``own`` (an instance that serves one model): the session gets its own intra-op pool whose
+        threads stop spinning as soon as a run returns. With the shared process-wide pool they
+        cannot be told to stop (onnxruntime's Python API sets only its size) and one keeps
+        spinning for milliseconds after every run: on a 2-core host, a core the gateway and the
+        client need to deliver the reply. Otherwise (packed instances, several models) sessions
+        share the process-wide pool, as ``shared_pool`` says. onnxruntime allows no mixing, so
+        the first call (or the first load) decides and later calls change nothing."""
+        if self._pool_fixed:
+            return
+        self._pool_fixed = True
+        if not self._shared:
+            return
+        if own and not _POOL_SET:  # a pool set before (another host in this process) stays
+            self._shared, self._stop_spinning = False, True
+        else:
+            _share_thread_pool(self._ort, self._threads)
 
     def load(self, name: str, source: Path | bytes) -> LoadedModel:
         """Load a model from a file, or from bytes (a sealed model decrypted in the enclave).
 
         Bytes are never shared: a sealed model's weights stay in this process's private memory."""
+        self.fix_thread_pool(own=False)  # no-op when the caller decided first
         start = time.perf_counter()
         share = self._share_weights and not isinstance(source, bytes)
         session = None
@@ -111,6 +133,8 @@ class ModelHost:
         else:
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
+        if self._stop_spinning:  # spin inside a run (fast hand-offs), sleep between runs
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3  # errors only: ORT warnings are noise in a server log
         if share_weights:
             for key, value in _KEEP_WEIGHTS_MAPPED.items():

@@ -266,9 +266,9 @@ class Pool:
         try:
             async with asyncio.timeout(self.config.start_timeout_s):
                 await self.launch(instance)
-                timings = await instance.load(
-                    function.name, str(function.model_path), **self._sealed_meta(function)
-                )
+                # the instance serves this function's model only: its session may own its threads
+                meta = {"own_thread_pool": True, **self._sealed_meta(function)}
+                timings = await instance.load(function.name, str(function.model_path), **meta)
         except (SealfnError, OSError, TimeoutError) as exc:
             self._start_failed(function, instance, exc)
             return
