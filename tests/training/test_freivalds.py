@@ -24,28 +24,46 @@ def _operands(rng: np.random.Generator, dtype: torch.dtype) -> tuple[torch.Tenso
     return a, b
 
 
-def _passes(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rng: np.random.Generator) -> bool:
+SOURCES = ("generator", "pool")  # probes drawn at the check, or ahead from a ProbePool
+
+
+def _passes(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, source: freivalds.ProbeSource
+) -> bool:
     try:
-        freivalds.check(a, b, c, rng)
+        if isinstance(source, freivalds.ProbePool):
+            freivalds.expect(a, b, source).verify(c)
+        else:
+            freivalds.check(a, b, c, source)
     except IntegrityError:
         return False
     return True
 
 
+def _source(kind: str, rng: np.random.Generator, dtype: torch.dtype) -> freivalds.ProbeSource:
+    if kind == "pool":
+        return freivalds.ProbePool(rng, dtype, freivalds.DEFAULT_REPETITIONS)
+    return rng
+
+
+@pytest.mark.parametrize("kind", SOURCES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_honest_products_never_fail(dtype: torch.dtype) -> None:
+def test_honest_products_never_fail(dtype: torch.dtype, kind: str) -> None:
     rng = csprng()
+    source = _source(kind, rng, dtype)
     alarms = 0
     for _ in range(HONEST // 2):
         a, b = _operands(rng, dtype)
-        alarms += not _passes(a, b, a @ b, rng)
+        alarms += not _passes(a, b, a @ b, source)
     assert alarms == 0
 
 
+@pytest.mark.parametrize("kind", SOURCES)
 @pytest.mark.parametrize("tamper", [one_entry(1e-3), scaled, swapped_rows, stale])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_tampering_is_caught(tamper: Tamper, dtype: torch.dtype) -> None:
+def test_tampering_is_caught(tamper: Tamper, dtype: torch.dtype, kind: str) -> None:
     rng = csprng()
+    source = _source(kind, rng, dtype)
     caught = tried = 0
     while tried < TRIALS:
         a, b = _operands(rng, dtype)
@@ -54,8 +72,30 @@ def test_tampering_is_caught(tamper: Tamper, dtype: torch.dtype) -> None:
         if torch.equal(bad, c):
             continue  # e.g. two equal rows swapped: nothing was tampered with
         tried += 1
-        caught += not _passes(a, b, bad, rng)
+        caught += not _passes(a, b, bad, source)
     assert caught >= 0.999 * TRIALS
+
+
+@pytest.mark.parametrize("p", [1, 7, 20_000])  # 20,000: one set per bulk draw
+def test_the_probe_pool_hands_out_each_fresh_probe_set_once(p: int) -> None:
+    pool = freivalds.ProbePool(csprng(), torch.float32, 2)
+    sets = [pool.draw(p) for _ in range(70)]  # more than one bulk draw
+    assert len({id(rows) for rows, _ in sets}) == len(sets)
+    assert len({rows.numpy().tobytes() for rows, _ in sets}) == len(sets)
+    for rows, abs_rows in sets:
+        assert rows.shape == (2, p) and rows.dtype == torch.float32
+        assert bool(((rows.abs() >= 1) & (rows.abs() <= 2)).all())
+        assert torch.equal(abs_rows, rows.abs())
+    signs = torch.cat([rows.flatten() for rows, _ in sets]).sign()
+    assert bool((signs < 0).any()) and bool((signs > 0).any())
+
+
+def test_a_probe_pool_serves_only_its_dtype_and_repetitions() -> None:
+    a, b = _operands(csprng(), torch.float64)
+    with pytest.raises(ValueError, match="one dtype"):
+        freivalds.expect(a, b, freivalds.ProbePool(csprng(), torch.float32, 2))
+    with pytest.raises(ValueError, match="one dtype"):
+        freivalds.expect(a, b, freivalds.ProbePool(csprng(), torch.float64, 3))
 
 
 def test_wrong_shape_and_non_finite_results_fail() -> None:
@@ -64,9 +104,10 @@ def test_wrong_shape_and_non_finite_results_fail() -> None:
     c = a @ b
     with pytest.raises(IntegrityError):
         freivalds.check(a, b, c[:-1], rng)
-    c[0, 0] = float("nan")
-    with pytest.raises(IntegrityError):
-        freivalds.check(a, b, c, rng)
+    for bad in (float("nan"), float("inf")):
+        c[0, 0] = bad
+        with pytest.raises(IntegrityError):
+            freivalds.check(a, b, c, rng)
 
 
 def test_exact_check_accepts_the_exact_product_and_rejects_any_change() -> None:

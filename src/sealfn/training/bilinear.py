@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from sealfn.training import freivalds
@@ -62,10 +61,12 @@ class Bilinear(Protocol):
 
 @dataclass
 class Checks:
-    """What the checks of one product share: the CSPRNG, k, and |·| of each operand (each
-    operand is checked in two products, so its absolute value is computed once)."""
+    """What the checks of one product share: where its probes come from (a CSPRNG, or a
+    :class:`~sealfn.training.freivalds.ProbePool` of fresh probes drawn ahead), k, and |·| of
+    each operand (each operand is checked in two products, so its absolute value is computed
+    once)."""
 
-    rng: np.random.Generator
+    rng: freivalds.ProbeSource
     repetitions: int
     abs_of: dict[int, Tensor]
 

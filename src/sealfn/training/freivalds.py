@@ -26,6 +26,7 @@ repetition with probability ≤ 1/P (Freivalds over a field).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +55,53 @@ def probes(p: int, k: int, rng: np.random.Generator, dtype: torch.dtype) -> torc
     return torch.from_numpy(values).to(dtype)
 
 
+BULK_ENTRIES = 1 << 15  # probe entries per vectorised draw (up to BULK_PROBES sets at once)
+BULK_PROBES = 64
+
+
+class ProbePool:
+    """Probes drawn ahead of use, in bulk, for products in ``dtype``: each set of k probe
+    vectors (and its entrywise absolute value, which the tolerance needs) is handed out once.
+
+    Drawing before the product exists changes nothing: the probes never leave the coordinator,
+    so a worker cannot adapt its result to them however early they were drawn. One draw of
+    ``count`` sets costs about what one set cost drawn alone (numpy and torch per-call overhead
+    dominates at these sizes).
+    """
+
+    def __init__(self, rng: np.random.Generator, dtype: torch.dtype, repetitions: int) -> None:
+        self.dtype = dtype
+        self.repetitions = repetitions
+        self._rng = rng
+        self._ready: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def draw(self, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, |rows|): k fresh probe vectors of length ``p`` as a (k, p) matrix."""
+        ready = self._ready.setdefault(p, [])
+        if not ready:
+            ready.extend(self._bulk(p))
+        return ready.pop()
+
+    def _bulk(self, p: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        k = self.repetitions
+        count = max(1, min(BULK_PROBES, BULK_ENTRIES // max(k * p, 1)))
+        rows = probes(p, count * k, self._rng, self.dtype).view(count, k, p)
+        return list(zip(rows.unbind(0), rows.abs().unbind(0), strict=True))
+
+
+ProbeSource = np.random.Generator | ProbePool
+
+
+def _draw(source: ProbeSource, p: int, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """(rows, |rows|) from a pool, or drawn now from a generator."""
+    if isinstance(source, ProbePool):
+        if source.repetitions != k or source.dtype != dtype:
+            raise ValueError("a probe pool serves one dtype and one number of repetitions")
+        return source.draw(p)
+    rows = probes(p, k, source, dtype)
+    return rows, rows.abs()
+
+
 @dataclass(frozen=True)
 class Expectation:
     """What C = A·B must satisfy, computed from A, B and secret probes before C arrives."""
@@ -66,10 +114,12 @@ class Expectation:
 
     def verify(self, c: torch.Tensor) -> None:
         """Raise IntegrityError unless C = A·B up to floating-point rounding."""
-        if tuple(c.shape) != self.shape or c.dtype != self.rows.dtype:
+        if c.shape != self.shape or c.dtype != self.rows.dtype:  # torch.Size is a tuple
             raise IntegrityError("a worker returned a product that fails verification")
-        got = self.rows @ c.T if self.axis is None else contract(c, self.rows, self.axis)
-        diff = got.sub_(self.expected).abs_()
+        if self.axis is None:  # rᵀCᵀ - expected, the subtraction fused into the GEMM
+            diff = torch.addmm(self.expected, self.rows, c.T, beta=-1).abs_()
+        else:
+            diff = contract(c, self.rows, self.axis).sub_(self.expected).abs_()
         if not bool((diff <= self.tolerance).all()):  # NaN compares False: NaN or inf in C fails
             raise IntegrityError("a worker returned a product that fails verification")
 
@@ -77,7 +127,7 @@ class Expectation:
 def expect(
     a: torch.Tensor,
     b: torch.Tensor,
-    rng: np.random.Generator,
+    rng: ProbeSource,
     *,
     repetitions: int = DEFAULT_REPETITIONS,
     abs_a: torch.Tensor | None = None,
@@ -85,18 +135,27 @@ def expect(
 ) -> Expectation:
     """Draw the probes for C = A·B and compute all of the check that does not need C.
 
+    ``rng`` draws the probes now, or hands out ones drawn ahead (a :class:`ProbePool`).
     ``abs_a``/``abs_b`` may pass |A| and |B| when the caller already has them (an operand that
     is checked in two products)."""
     n, p = b.shape
-    u = unit_roundoff(b.dtype)
-    bound = SAFETY * (2 * _gamma(n, u) + 2 * _gamma(p, u) + 4 * u)
-    tiny = float(torch.finfo(b.dtype).tiny) * (n + p)  # keeps an all-zero honest row passing
-    rows = probes(p, repetitions, rng, b.dtype)
+    bound, tiny = _terms(n, p, b.dtype)
+    rows, abs_rows = _draw(rng, p, repetitions, b.dtype)
     expected = (rows @ b.T) @ a.T
     abs_a = a.abs() if abs_a is None else abs_a
     abs_b = b.abs() if abs_b is None else abs_b
-    tolerance = ((rows.abs() @ abs_b.T) @ abs_a.T).mul_(bound).add_(tiny)
+    tolerance = torch.addmm(tiny, abs_rows @ abs_b.T, abs_a.T, alpha=bound)  # bound·S + tiny
     return Expectation((a.shape[0], p), rows, expected, tolerance)
+
+
+@functools.lru_cache(maxsize=256)
+def _terms(n: int, p: int, dtype: torch.dtype) -> tuple[float, torch.Tensor]:
+    """The tolerance's factor on |A| (|B| |r|) for n inner and p outer terms, and its floor,
+    which keeps an all-zero honest row passing (a (1, 1) tensor, to be broadcast)."""
+    u = unit_roundoff(dtype)
+    bound = SAFETY * (2 * _gamma(n, u) + 2 * _gamma(p, u) + 4 * u)
+    tiny = float(torch.finfo(dtype).tiny) * (n + p)
+    return bound, torch.full((1, 1), tiny, dtype=dtype)
 
 
 def contract(t: torch.Tensor, rows: torch.Tensor, axis: int) -> torch.Tensor:
@@ -114,7 +173,7 @@ def expect_bilinear(
     c_axis: int,
     c_shape: tuple[int, ...],
     terms: int,
-    rng: np.random.Generator,
+    rng: ProbeSource,
     repetitions: int = DEFAULT_REPETITIONS,
     abs_a: torch.Tensor,
     abs_b: torch.Tensor,
@@ -126,12 +185,10 @@ def expect_bilinear(
     directly (any order), as direct and im2col convolutions do; Winograd or FFT convolutions
     round differently and are not covered by the bound."""
     p = b.shape[b_axis]
-    u = unit_roundoff(b.dtype)
-    bound = SAFETY * (2 * _gamma(terms, u) + 2 * _gamma(p, u) + 4 * u)
-    tiny = float(torch.finfo(b.dtype).tiny) * (terms + p)
-    rows = probes(p, repetitions, rng, b.dtype)
+    bound, tiny = _terms(terms, p, b.dtype)
+    rows, abs_rows = _draw(rng, p, repetitions, b.dtype)
     expected = op(a, contract(b, rows, b_axis))
-    tolerance = op(abs_a, contract(abs_b, rows.abs(), b_axis)).mul_(bound).add_(tiny)
+    tolerance = op(abs_a, contract(abs_b, abs_rows, b_axis)).mul_(bound).add_(tiny.view(()))
     return Expectation(c_shape, rows, expected, tolerance, c_axis)
 
 

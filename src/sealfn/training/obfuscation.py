@@ -47,6 +47,8 @@ def unscramble(a: torch.Tensor, rows: AxisKey, cols: AxisKey, e_r: int, e_c: int
 
 def _scale(out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """out (r, c, ...) times rows[i] · cols[j], in place."""
+    if out.dim() == 2:  # a matrix: cols broadcasts as it is
+        return out.mul_(rows.unsqueeze(1)).mul_(cols)
     rest = (1,) * (out.dim() - 2)
     out.mul_(rows.view(-1, 1, *rest))
     return out.mul_(cols.view(1, -1, *rest))

@@ -293,6 +293,7 @@ class ObfuscatedEngine(Offloading):
         self.repetitions = repetitions
         self.identity = identity
         self._keys: dict[torch.dtype, KeyPool] = {}
+        self._probes: dict[torch.dtype, freivalds.ProbePool] = {}
 
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, keep: bool, op: Bilinear
@@ -322,15 +323,16 @@ class ObfuscatedEngine(Offloading):
     def _encode(self, index: int, x: torch.Tensor, w: torch.Tensor, op: Bilinear) -> _Sent:
         """A fresh key and the obfuscated operands for ``index``."""
         m, n, p = op.sizes(x, w)
+        if x.dtype not in self._keys:
+            self._keys[x.dtype] = KeyPool(self.rng, x.dtype)
+            self._probes[x.dtype] = freivalds.ProbePool(self.rng, x.dtype, self.repetitions)
         if self.identity:
             key = MatmulKey.draw(m, n, p, self.rng, identity=True)
         else:
-            if x.dtype not in self._keys:
-                self._keys[x.dtype] = KeyPool(self.rng, x.dtype)
             key = self._keys[x.dtype].draw(m, n, p)
         xp, wp = op.encode_x(x, key), op.encode_w(w, key)
         self.counts.encryptions += 2
-        checks = Checks(self.rng, self.repetitions, {})
+        checks = Checks(self._probes[x.dtype], self.repetitions, {})
         return _Sent(index, op, key, xp, wp, (operand_id(), operand_id()), checks, x, w)
 
     def _while_waiting(self) -> None:
