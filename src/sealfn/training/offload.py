@@ -127,8 +127,16 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
-    """A received array as a tensor of its own (received arrays are read-only views)."""
+    """A received array as a tensor of its own (a copy: a view would keep the whole received
+    frame alive for as long as the tensor lives, and may be misaligned)."""
     return torch.from_numpy(np.array(a))
+
+
+def borrow(a: np.ndarray) -> torch.Tensor:
+    """A received array as a tensor without a copy, for a result that is only read (checked,
+    then decoded into a new tensor) and dropped with its frame. Received frames are buffers of
+    their own, so the view is writable; a read-only one is copied rather than wrapped."""
+    return torch.from_numpy(a if a.flags.writeable else np.array(a))
 
 
 class Offloading:
@@ -153,12 +161,16 @@ class Offloading:
         worker.submit(request)
         return self._collect(worker, len(request.products))
 
-    def _collect(self, worker: WorkerHandle, products: int) -> list[torch.Tensor]:
-        """The reply to the request last submitted to ``worker``, as tensors."""
+    def _collect(
+        self, worker: WorkerHandle, products: int, *, keep: bool = True
+    ) -> list[torch.Tensor]:
+        """The reply to the request last submitted to ``worker``, as tensors: copies, or views
+        of the received frame when the caller does not ``keep`` them (see :func:`borrow`)."""
         reply = worker.collect()
         self.counts.products += products
         self.counts.worker_seconds += reply.seconds
-        return [to_tensor(result) for result in reply.results]
+        wrap = to_tensor if keep else borrow
+        return [wrap(result) for result in reply.results]
 
     def _retrying(self, job: Callable[[int], T], start: int, phase: str) -> T:
         """``job(worker index)``, moving on to the next live worker when a result fails
@@ -349,7 +361,7 @@ class ObfuscatedEngine(Offloading):
         worker.submit(request)
         expectation = op.expect_y(sent.xp, sent.wp, sent.checks)
         self._while_waiting()
-        (yp,) = self._collect(worker, 1)
+        (yp,) = self._collect(worker, 1, keep=False)  # checked, decoded, dropped
         self._verify(expectation, yp)
         self.counts.decryptions += 1
         return op.decode_y(yp, sent.key), sent
@@ -370,7 +382,7 @@ class ObfuscatedEngine(Offloading):
         for_dx = op.expect_dx(dyp, sent.wp, sent.checks) if need_x else None
         for_dw = op.expect_dw(sent.xp, dyp, sent.checks) if need_w else None
         self._while_waiting()
-        results = iter(self._collect(worker, len(request.products)))
+        results = iter(self._collect(worker, len(request.products), keep=False))
         dx = dw = None
         if for_dx is not None:
             dxp = next(results)
