@@ -42,8 +42,8 @@ PHASES = (
     ("read body", "g_enter", "g_body"),
     ("oip decode", "g_body", "g_decoded"),
     ("validate", "g_decoded", "g_validated"),
-    ("queue + pump + task start", "g_validated", "p_dispatch"),
-    ("metrics.batch, slot", "p_dispatch", "h_write"),
+    ("pool: queue, pump, pick", "g_validated", "p_dispatch"),
+    ("dispatch: slot (+ task start before)", "p_dispatch", "h_write"),
     ("tensors to arena, frame built", "h_write", "h_sent"),
     ("frame write + instance wake-up", "h_sent", "i_recv"),
     ("instance frame receive + decode", "i_recv", "i_frame"),
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds:
         result["interleaved"] = _ab(ctx, args.baseline_src)
     if args.trace:
-        result["phases"] = _phases(ctx, args.trace)
+        result["phases"] = _phases(ctx, args.trace, args.baseline_src)
     result["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -148,63 +148,95 @@ def _server(folder: Path, env: dict[str, str]) -> SealfnServer:
                 os.environ[key] = value
 
 
-def _phases(ctx: Context, count: int) -> dict[str, Any]:
-    trace_file = ctx.tmp / "phases.jsonl"
-    server = _server(ctx.tmp / "trace", {"SEALFN_TRACE_PHASES": str(trace_file)})
+def _phases(ctx: Context, count: int, baseline_src: Path | None) -> dict[str, Any]:
+    """Traced servers (this src, and the baseline's if given), requests alternating among them."""
+    traced = {"sealfn": ({}, ctx.tmp / "phases.jsonl")}
+    if baseline_src is not None:
+        env = {"PYTHONPATH": str(baseline_src)}
+        traced["sealfn-base"] = (env, ctx.tmp / "phases-base.jsonl")
+    servers = {
+        label: _server(ctx.tmp / f"trace-{label}", {**env, "SEALFN_TRACE_PHASES": str(file)})
+        for label, (env, file) in traced.items()
+    }
     found: dict[str, Any] = {}
     try:
-        server.wait_ready()
+        for server in servers.values():
+            server.wait_ready()
         for name, workload in ctx.workloads.items():
-            server.deploy(name, workload.model.path, **SETTINGS)
-            if not server.wait_instances(name, 1):
-                raise RuntimeError(f"{name}: no warm instance after deploy")
-            found[name] = _trace_model(server, workload, name, count, trace_file)
-            server.undeploy(name)
+            for server in servers.values():
+                server.deploy(name, workload.model.path, **SETTINGS)
+                if not server.wait_instances(name, 1):
+                    raise RuntimeError(f"{name}: no warm instance after deploy")
+            files = {label: file for label, (_, file) in traced.items()}
+            found[name] = _trace_model(servers, files, workload, name, count)
+            for server in servers.values():
+                server.undeploy(name)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
     return found
 
 
 def _trace_model(
-    server: SealfnServer, workload: Workload, name: str, count: int, trace_file: Path
+    servers: dict[str, SealfnServer],
+    files: dict[str, Path],
+    workload: Workload,
+    name: str,
+    count: int,
 ) -> dict[str, Any]:
-    call = HttpCall(
-        HOST, server.port, workload.request(0, HOST, server.port, f"/v2/models/{name}/infer")
-    )
+    path = f"/v2/models/{name}/infer"
+    calls = {
+        label: HttpCall(HOST, server.port, workload.request(0, HOST, server.port, path))
+        for label, server in servers.items()
+    }
     for _ in range(max(20, count // 5)):  # warm: connection, caches, the batcher's estimate
-        call()
+        for call in calls.values():
+            call()
         workload.run_local(0)
-    trace_file.unlink(missing_ok=True)
-    client, local = [], []
+    for file in files.values():
+        file.unlink(missing_ok=True)
+    client: dict[str, list[dict[str, int]]] = {label: [] for label in calls}
+    local = []
+    # Servers alternate request by request, the order reversed every round so each follows
+    # the other as often. In-process runs come after, in one block: onnxruntime's threads in
+    # this process spin for milliseconds after a run and would slow whichever request came next.
+    order = list(calls)
+    for i in range(count):
+        for label in order if i % 2 else order[::-1]:
+            began = time.monotonic_ns()
+            calls[label]()
+            client[label].append({"c_send": began, "c_done": time.monotonic_ns()})
     for _ in range(count):
-        sent = time.monotonic_ns()
-        call()
-        client.append({"c_send": sent, "c_done": time.monotonic_ns()})
         began = time.monotonic_ns()
         workload.run_local(0)
         local.append(time.monotonic_ns() - began)
-    call.close()
+    for call in calls.values():
+        call.close()
+    ort_us = statistics.median(local) / 1000
+    found: dict[str, Any] = {"count": count, "ort_in_process_us": ort_us}
+    for label, stamps in client.items():
+        found[label] = _breakdown(stamps, files[label], name)
+    log(f"  {name}: phases of one request (median of {count}, us; servers alternate)")
+    labels = list(calls)
+    log(f"    {'phase':40} " + " ".join(f"{label:>12}" for label in labels))
+    for phase in [label for label, _, _ in PHASES] + ["sum of phase medians", "round trip"]:
+        log(f"    {phase:40} " + " ".join(f"{found[lb][phase]:12.1f}" for lb in labels))
+    log(f"    {'in-process ORT run (block after)':40} {ort_us:12.1f}")
+    return found
+
+
+def _breakdown(client: list[dict[str, int]], trace_file: Path, name: str) -> dict[str, float]:
+    """Median of each phase (us), their sum, and the median round trip."""
     server_side = [json.loads(line) for line in trace_file.read_text().splitlines()]
-    if len(server_side) != count:
-        raise RuntimeError(f"{name}: {len(server_side)} traced requests, expected {count}")
+    if len(server_side) != len(client):
+        raise RuntimeError(f"{name}: {len(server_side)} traced requests, expected {len(client)}")
     stamps = [c | s for c, s in zip(client, server_side, strict=True)]
     phases = {
         label: statistics.median((s[b] - s[a]) / 1000 for s in stamps) for label, a, b in PHASES
     }
-    total = statistics.median((s["c_done"] - s["c_send"]) / 1000 for s in stamps)
-    ort_us = statistics.median(local) / 1000
-    log(f"  {name}: phases of one request (median of {count}, us)")
-    for label, value in phases.items():
-        log(f"    {label:40} {value:9.1f}")
-    log(f"    {'sum of phase medians':40} {sum(phases.values()):9.1f}")
-    log(f"    {'round trip (median)':40} {total:9.1f}")
-    log(f"    {'in-process ORT run (interleaved)':40} {ort_us:9.1f}")
-    return {
-        "count": count,
-        "phases_us": phases,
-        "round_trip_us": total,
-        "ort_in_process_us": ort_us,
-    }
+    phases["sum of phase medians"] = sum(phases.values())
+    phases["round trip"] = statistics.median((s["c_done"] - s["c_send"]) / 1000 for s in stamps)
+    return phases
 
 
 def _git_head() -> str:

@@ -99,3 +99,18 @@ def test_oversized_frame_fails_the_channel() -> None:
         await channel.closed
 
     _run(scenario)
+
+
+def test_submit_sends_at_once_and_a_cancelled_reply_is_dropped() -> None:
+    async def scenario(channel: Channel, peer: Peer) -> None:
+        reader, writer = peer
+        forgotten = channel.submit(Kind.RUN, {"n": 1})  # written before this coroutine yields
+        kept = channel.submit(Kind.RUN, {"n": 2})
+        first, second = await _read_frame(reader), await _read_frame(reader)
+        forgotten.cancel()  # its caller gave up (a deadline, say)
+        for frame in (first, second):
+            writer.write(Frame(Kind.RESULT, frame.request_id, {"echo": frame.meta["n"]}).to_bytes())
+        assert (await kept).meta == {"echo": 2}
+        assert channel.inbox.empty()  # the late reply is not taken for an unsolicited frame
+
+    _run(scenario)

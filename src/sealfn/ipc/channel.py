@@ -62,6 +62,13 @@ class Channel:
 
     async def request(self, kind: Kind, meta: dict[str, Any], payload: bytes = b"") -> Frame:
         """Send one frame and wait for the reply with the same request id."""
+        return await self.submit(kind, meta, payload)
+
+    def submit(
+        self, kind: Kind, meta: dict[str, Any], payload: bytes = b""
+    ) -> asyncio.Future[Frame]:
+        """Send one frame now (InstanceFailed if the connection is closed); the future of the
+        reply with the same request id. Cancelling the future forgets the reply when it comes."""
         if self._transport is None or self.closed.done():
             raise InstanceFailed("instance connection closed")
         request_id = next(self._ids)
@@ -71,10 +78,7 @@ class Channel:
         if trace.ENABLED:
             self.sent_ns = trace.now()  # before the write: the reader may wake before it returns
         self._transport.write(frame)
-        try:
-            return await reply
-        finally:
-            self._waiting.pop(request_id, None)
+        return reply
 
     async def unsolicited(self) -> Frame:
         """The next unsolicited frame (HELLO); InstanceFailed if the connection closes first
@@ -102,7 +106,7 @@ class Channel:
             self._transport.close()
 
     def _deliver(self, frame: Frame) -> None:
-        waiter = self._waiting.get(frame.request_id)
+        waiter = self._waiting.pop(frame.request_id, None)
         if waiter is None:
             self.inbox.put_nowait(frame)
         elif not waiter.done():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -99,15 +100,34 @@ class InstanceHandle:
         self, model: str, requests: Sequence[Tensors], inline_bytes: int
     ) -> tuple[list[Reply], float]:
         """Run one batch; a reply per request and the instance's execution seconds."""
+        return await self.finish(self.start(model, requests, inline_bytes))
+
+    def start(self, model: str, requests: Sequence[Tensors], inline_bytes: int) -> InFlight:
+        """Write one batch into a free slot and send it now, before the caller next yields (no
+        event-loop turn between queueing a request and its frame leaving); ``finish`` awaits
+        the replies and frees the slot. BatchLost if the instance is already gone."""
         slot = self._free_slots.pop()
         try:
-            return await self._run_in_slot(slot, model, requests, inline_bytes)
-        finally:
+            return self._send(slot, model, requests, inline_bytes)
+        except BaseException:
             self._free_slots.append(slot)
+            raise
 
-    async def _run_in_slot(
+    async def finish(self, batch: InFlight) -> tuple[list[Reply], float]:
+        """A reply per request of a started batch, and the instance's execution seconds."""
+        try:
+            reply = await batch.reply
+        except InstanceFailed as exc:
+            raise BatchLost(self._started(batch.slot)) from exc
+        finally:
+            self._free_slots.append(batch.slot)
+        if batch.stamps is not None:
+            batch.stamps["h_resumed"] = trace.now()
+        return self._replies(reply, batch.stamps)
+
+    def _send(
         self, slot: int, model: str, requests: Sequence[Tensors], inline_bytes: int
-    ) -> tuple[list[Reply], float]:
+    ) -> InFlight:
         stamps = {"h_write": trace.now()} if trace.ENABLED else None
         arena = self.worker.arena if self.worker is not None else None
         if arena is not None:
@@ -123,13 +143,19 @@ class InstanceHandle:
         ]
         meta = {"model": model, "slot": slot, "requests": refs}
         try:
-            reply = await self._channel().request(Kind.RUN, meta, writer.payload())
+            reply = self._channel().submit(Kind.RUN, meta, writer.payload())
         except InstanceFailed as exc:
-            started = arena is not None and arena.started(slot)
-            raise BatchLost(started) from exc
-        if stamps is not None:
-            stamps["h_resumed"] = trace.now()
+            raise BatchLost(self._started(slot)) from exc
+        return InFlight(slot, reply, stamps)
+
+    def _started(self, slot: int) -> bool:
+        """Whether the instance began the batch in ``slot`` (it sets a flag in the arena)."""
+        arena = self.worker.arena if self.worker is not None else None
+        return arena is not None and arena.started(slot)
+
+    def _replies(self, reply: Frame, stamps: dict[str, int] | None) -> tuple[list[Reply], float]:
         _raise_failure(reply)
+        arena = self.worker.arena if self.worker is not None else None
         view = arena.view if arena is not None else None
         outputs = [
             # copy: the slot's out region is reused by the next batch
@@ -151,6 +177,15 @@ class InstanceHandle:
         if self.worker is None:
             raise InstanceFailed(f"instance {self.id} is not running")
         return self.worker.channel
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A batch sent to an instance: its slot and the future of the instance's reply frame."""
+
+    slot: int
+    reply: asyncio.Future[Frame]
+    stamps: dict[str, int] | None = None  # trace.ENABLED only
 
 
 @dataclass(frozen=True, slots=True)

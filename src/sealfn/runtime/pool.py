@@ -1,6 +1,7 @@
 """The instance pool: queues requests per function, dispatches batches, scales instances.
 
-The data path is `infer` → `_pump` (batcher + router decide) → `_run_batch` → instance.
+The data path is `infer` → `_pump` (batcher + router decide) → `_run_batch` (sends now) →
+instance → `_settle_batch` (awaits the replies).
 The control path is `_tick`, run every `tick_s`: sample load, ask the autoscaler, start or retire
 instances. Decisions are the pure functions in batcher/router/autoscaler; this module is the loop.
 """
@@ -34,7 +35,7 @@ from sealfn.runtime import autoscaler, batcher, packing, router
 from sealfn.runtime.executors.base import Executor, LaunchSpec
 from sealfn.runtime.function import Function, Pending
 from sealfn.runtime.group import Group
-from sealfn.runtime.handle import BatchLost, InstanceHandle, Reply, check_reply
+from sealfn.runtime.handle import BatchLost, InFlight, InstanceHandle, Reply, check_reply
 from sealfn.runtime.lifecycle import SERVING, Event, InstanceState
 from sealfn.runtime.metrics import Metrics
 from sealfn.signature import ModelSignature
@@ -173,17 +174,35 @@ class Pool:
                 instance.reserve(now, function.name)
                 self._spawn(self._run_batch(function, instance, batch))
 
-    async def _run_batch(
+    def _run_batch(
         self, function: Function, instance: InstanceHandle, batch: list[Pending]
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
+        """Send ``batch`` to ``instance`` now, before the caller yields (a request's frame leaves
+        in the event-loop turn that queued it); the coroutine returned, spawned or awaited,
+        waits for the replies and settles every request of the batch."""
         dispatched = trace.now() if trace.ENABLED else 0
         function.in_flight_requests += len(batch)
-        self.metrics.batch(function.name, len(batch))
+        sent: InFlight | Exception
         try:
             requests = [p.inputs for p in batch]
-            outputs, exec_s = await instance.run(
-                function.name, requests, self.config.inline_tensor_bytes
-            )
+            sent = instance.start(function.name, requests, self.config.inline_tensor_bytes)
+        except Exception as exc:  # raised where the replies are awaited, and handled there
+            sent = exc
+        self.metrics.batch(function.name, len(batch))
+        return self._settle_batch(function, instance, batch, sent, dispatched)
+
+    async def _settle_batch(
+        self,
+        function: Function,
+        instance: InstanceHandle,
+        batch: list[Pending],
+        sent: InFlight | Exception,
+        dispatched: int,
+    ) -> None:
+        try:
+            if isinstance(sent, Exception):
+                raise sent
+            outputs, exec_s = await instance.finish(sent)
         except BatchLost as lost:
             self._requeue_or_fail(function, batch, lost)
         except InvalidInput as exc:
