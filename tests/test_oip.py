@@ -622,3 +622,14 @@ def test_non_finite_floats_in_json() -> None:
     body, headers = encode_response(response, InferRequest(None, (), (), binary_output=False))
     result = triton.InferResult.from_response_body(body, header_length=_header_length(headers))
     np.testing.assert_array_equal(result.as_numpy("y"), sample)
+
+
+def test_unaligned_binary_data_stays_a_view_for_a_caller_that_copies_it() -> None:
+    unaligned = 0
+    for pad in range(8):
+        body, headers = encode_request([Tensor.from_numpy("x" * (pad + 1), SAMPLES["FP64"])])
+        data = decode_request(body, _header_length(headers), aligned=False).inputs[0].data
+        assert np.shares_memory(data, np.frombuffer(body, np.uint8))  # no copy
+        unaligned += not data.flags.aligned
+        np.testing.assert_array_equal(data, SAMPLES["FP64"])
+    assert unaligned  # some header lengths put the data at an odd offset

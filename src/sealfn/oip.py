@@ -87,9 +87,16 @@ class InferResponse:
     outputs: tuple[Tensor, ...]
 
 
-def decode_request(body: bytes | memoryview, header_length: int | None) -> InferRequest:
-    """Parse a request body; ``header_length`` is Inference-Header-Content-Length, if sent."""
+def decode_request(
+    body: bytes | memoryview, header_length: int | None, *, aligned: bool = True
+) -> InferRequest:
+    """Parse a request body; ``header_length`` is Inference-Header-Content-Length, if sent.
+
+    Binary tensors are views of ``body``; one the header length puts at an offset its element
+    size does not divide is copied to aligned memory, unless ``aligned=False`` (a caller that
+    copies the data anyway: ResNet-18's 602 KB input was copied twice on the gateway)."""
     doc, reader = _split(body, header_length, "request")
+    reader.aligned = aligned
     items = _list_field(doc, "inputs", "request")
     inputs = tuple(_decode_tensor(item, index, "input", reader) for index, item in enumerate(items))
     reader.finish()
@@ -188,6 +195,7 @@ class _BinaryReader:
     def __init__(self, binary: memoryview) -> None:
         self._binary = binary
         self._offset = 0
+        self.aligned = True  # copy tensors that would be unaligned views
 
     def take(self, size: int, label: str) -> memoryview:
         end = self._offset + size
@@ -403,7 +411,7 @@ def _from_binary(
     if count == 0:
         return _empty(shape, dtype, label)
     array = np.frombuffer(chunk, dtype=dtype).reshape(shape)  # zero-copy, read-only
-    if not array.flags.aligned:  # the header length puts tensors at any byte offset
+    if reader.aligned and not array.flags.aligned:  # the header puts tensors at any offset
         array = array.copy()
     if datatype == "BOOL" and array.view(np.uint8).max() > 1:
         raise InvalidInput(f"{label}: BOOL bytes must be 0 or 1")

@@ -107,7 +107,8 @@ class Gateway:
         body: bytes,
         stamps: dict[str, int] | None,
     ) -> Response:
-        parsed = oip.decode_request(body, _header_length(request))
+        # unaligned binary tensors stay views of the body: the pool copies them to the instance
+        parsed = oip.decode_request(body, _header_length(request), aligned=False)
         trace.mark(stamps, "g_decoded")
         validate(parsed.inputs, function.signature, [o.name for o in parsed.outputs])
         trace.mark(stamps, "g_validated")
