@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -96,7 +97,10 @@ class Gateway:
             return failure
         finally:
             if name in self.pool.functions:
-                self.metrics.request(name, code, time.perf_counter() - started)
+                # counted once the reply is on its way: Starlette writes it in this same step,
+                # and the next loop turn runs this before it reads any other request
+                elapsed = time.perf_counter() - started
+                asyncio.get_running_loop().call_soon(self.metrics.request, name, code, elapsed)
             if stamps is not None:
                 trace.write(stamps | {"g_end": trace.now(), "status": code})
 
