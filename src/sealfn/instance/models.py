@@ -79,6 +79,10 @@ class ModelHost:
             return
         if own and not _POOL_SET:  # a pool set before (another host in this process) stays
             self._shared, self._stop_spinning = False, True
+            # as many threads as the shared pool would have, said explicitly: onnxruntime pins
+            # the threads it sizes itself (0) to cores, and on a 2-core host a pinned worker
+            # waits for its core while the gateway or a neighbour holds it
+            self._threads = self._threads or len(os.sched_getaffinity(0))
         else:
             _share_thread_pool(self._ort, self._threads)
 
