@@ -22,8 +22,9 @@ k % 4 == 0 (ranks 0, 4, 8, 12: 4 large, spanning popularity), else of the tiny M
 Models load through their host-optimized copies (`sealfn.instance.hostopt`), as sealfn
 instances do by default, in every policy. A function's memory is the smallest power-of-two tier
 >= 128 MB holding the instance's own base (runtime RSS + onnxruntime's setup) and its model; the
-shared instances of (b) and (c) are ``--group-mb`` each (the group's ``--memory-mb``; default 256:
-room for three ResNets) and at most ``--max-instances`` (default 4) of them. The trace is a
+shared instances of (b) and (c) are ``--group-mb`` each (the group's ``--memory-mb``; default 192:
+the instance's base plus two ResNets and all twelve MLPs as sealfn counts them) and at most
+``--max-instances`` (default 4) of them. The trace is a
 Markov-modulated Poisson process: calm 5 req/s, bursts of 50 req/s, mean dwell 40 s / 8 s.
 
 The policies: (a) one pool per model, unbounded, scale from zero, a request that finds no free
@@ -311,9 +312,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2-minute trace, 1 calibration run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--calibration", type=Path, help="reuse this packing.json's costs")
-    parser.add_argument("--group-mb", type=int, default=256, help="(b), (c): MB per instance")
+    parser.add_argument("--group-mb", type=int, default=192, help="(b), (c): MB per instance")
     parser.add_argument("--max-instances", type=int, default=4, help="(b), (c): instance cap")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="traces for the frontier sweep")
+    seeds = ",".join(map(str, range(10)))
+    parser.add_argument("--seeds", default=seeds, help="traces for the frontier sweep")
     args = parser.parse_args()
     began = time.perf_counter()
     config = TraceConfig(duration_s=120.0 if args.quick else 600.0, seed=args.seed)
