@@ -2,6 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+SOAK_MINUTES ?= 10
+# (not $(or ...): make would split the list at its commas)
+SOAK_MIX ?= plain,sealed,he,batch
 STAMP := $(VENV)/.installed
 
 .PHONY: all venv demo test test-slow test-ray test-all fuzz soak check bench clean
@@ -37,8 +40,7 @@ fuzz: venv  ## coverage-guided fuzzing of every parser (atheris), FUZZ_SECONDS p
 	cd fuzz && ../$(BIN)/python run.py --seconds $(or $(FUZZ_SECONDS),60)
 
 soak: venv  ## plain + sealed at saturation, HE + batch beside, SOAK_MINUTES (10); SOAK_MIX picks
-	cd benchmarks && ../$(BIN)/python soak.py --minutes $(or $(SOAK_MINUTES),10) \
-		--mix $(or $(SOAK_MIX),plain,sealed,he,batch)
+	cd benchmarks && ../$(BIN)/python soak.py --minutes $(SOAK_MINUTES) --mix $(SOAK_MIX)
 
 check: venv  ## format, lint, types
 	$(BIN)/ruff format --check src tests benchmarks fuzz
