@@ -1,4 +1,4 @@
-"""Opt-in per-phase timestamps of one request's data path, for ``benchmarks/phases.py``.
+"""Opt-in per-phase timestamps of one request's data path, for ``benchmarks/latency.py --trace``.
 
 Off unless ``SEALFN_TRACE_PHASES`` names a file (read once, at import; instances inherit the
 gateway's environment). When on, the gateway appends one JSON line per plain inference request
