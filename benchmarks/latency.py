@@ -14,6 +14,7 @@ Usage: ``.venv/bin/python benchmarks/latency.py [--models resnet18,mlp] [--round
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +105,11 @@ def _ab(ctx: Context, baseline_src: Path | None) -> dict[str, Any]:
     if baseline_src is not None:
         servers["sealfn-base"] = _server(ctx.tmp / "ab-base", {"PYTHONPATH": str(baseline_src)})
     found: dict[str, Any] = {}
-    try:
-        for server in servers.values():
-            server.wait_ready()
+    with _serving(servers):
         for name, workload in ctx.workloads.items():
+            _deploy_warm(servers, name, workload)
             arms: dict[str, Any] = {"ort": (ort_arm.local_calls(workload), None)}
             for label, server in servers.items():
-                server.deploy(name, workload.model.path, **SETTINGS)
-                if not server.wait_instances(name, 1):
-                    raise RuntimeError(f"{name}: no warm instance after deploy")
                 path = f"/v2/models/{name}/infer"
                 arms[label] = (sealfn_arm.http_calls(workload, server.port, path), server.pid)
             run = interleave(ctx, arms, 1, name)
@@ -128,9 +126,6 @@ def _ab(ctx: Context, baseline_src: Path | None) -> dict[str, Any]:
             found[name] = run
             for server in servers.values():
                 server.undeploy(name)
-    finally:
-        for server in servers.values():
-            server.stop()
     return found
 
 
@@ -159,22 +154,34 @@ def _phases(ctx: Context, count: int, baseline_src: Path | None) -> dict[str, An
         for label, (env, file) in traced.items()
     }
     found: dict[str, Any] = {}
-    try:
-        for server in servers.values():
-            server.wait_ready()
+    with _serving(servers):
         for name, workload in ctx.workloads.items():
-            for server in servers.values():
-                server.deploy(name, workload.model.path, **SETTINGS)
-                if not server.wait_instances(name, 1):
-                    raise RuntimeError(f"{name}: no warm instance after deploy")
+            _deploy_warm(servers, name, workload)
             files = {label: file for label, (_, file) in traced.items()}
             found[name] = _trace_model(servers, files, workload, name, count)
             for server in servers.values():
                 server.undeploy(name)
+    return found
+
+
+@contextlib.contextmanager
+def _serving(servers: dict[str, SealfnServer]) -> Iterator[None]:
+    """Wait until every server is ready; stop them all at the end, whatever happens."""
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        yield
     finally:
         for server in servers.values():
             server.stop()
-    return found
+
+
+def _deploy_warm(servers: dict[str, SealfnServer], name: str, workload: Workload) -> None:
+    """Deploy ``workload`` as ``name`` on every server and wait for a warm instance on each."""
+    for server in servers.values():
+        server.deploy(name, workload.model.path, **SETTINGS)
+        if not server.wait_instances(name, 1):
+            raise RuntimeError(f"{name}: no warm instance after deploy")
 
 
 def _trace_model(
