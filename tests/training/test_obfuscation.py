@@ -93,6 +93,9 @@ def test_the_key_pool_hands_out_each_fresh_key_once(n: int) -> None:
         assert len({key.perm.numpy().tobytes() for key in keys}) == len(keys)
     low, high = scale_range()
     for key in keys:
+        # each key's tensors are contiguous: a strided one makes every gather miss cache
+        tensors = (key.perm, key.inverse, key.scale, *key.factors.values())
+        assert all(t.is_contiguous() for t in tensors)
         assert torch.equal(torch.sort(key.perm).values, torch.arange(n))
         assert torch.equal(key.perm[key.inverse], torch.arange(n))
         assert bool(((key.scale.abs() >= low) & (key.scale.abs() <= high)).all())

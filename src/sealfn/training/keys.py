@@ -137,7 +137,11 @@ class KeyPool:
         exponent = np.abs(values) * (MAX_SCALE_LOG2 - MIN_SCALE_LOG2) + MIN_SCALE_LOG2
         scale = np.copysign(np.exp2(exponent), values)
         if n <= ROW_WISE:  # many short axes: 2-D ops, ~3x cheaper per key than a loop
-            perms = self._rng.permuted(np.broadcast_to(np.arange(n), (count, n)), axis=1)
+            # permuted() returns a column-major array: made row-major, each key's perm, inverse and
+            # factors are contiguous (strided ones cost a cache line per entry in every gather)
+            perms = np.ascontiguousarray(
+                self._rng.permuted(np.broadcast_to(np.arange(n), (count, n)), axis=1)
+            )
             inverse = np.empty_like(perms)
             np.put_along_axis(inverse, perms, np.arange(n)[None, :], axis=1)
             permuted = np.take_along_axis(scale, perms, axis=1)
