@@ -52,7 +52,7 @@ PHASES = (
     ("instance read inputs", "i_frame", "i_run"),
     ("instance ORT run + outputs", "i_run", "i_done"),
     ("reply frame to gateway", "i_done", "h_arrived"),
-    ("gateway resumes run()", "h_arrived", "h_resumed"),
+    ("reply frame parsed (settle starts)", "h_arrived", "h_resumed"),
     ("read outputs", "h_resumed", "h_read"),
     ("pool: observe, resolve future", "h_read", "p_resolve"),
     ("back in handler", "p_resolve", "g_replied"),
@@ -71,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-src",
         type=Path,
-        help="also serve from this src/ (e.g. `git archive HEAD src`): a third, interleaved arm",
+        help="also serve from this src/ (`git archive HEAD src | tar -x -C /tmp/base`, then "
+        "/tmp/base/src): a third, interleaved arm",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latency.json")
     args = parser.parse_args(argv)
+    if args.baseline_src is not None and not (args.baseline_src / "sealfn").is_dir():
+        # PYTHONPATH would not shadow the installed sealfn: both arms would serve this tree
+        parser.error(f"--baseline-src {args.baseline_src}: no sealfn/ package in it (pass .../src)")
     models = build_examples(ROOT / "benchmarks" / ".models")
     workloads = {n: Workload(models[n], 1) for n in args.models.split(",")}
     settings = dataclasses.replace(

@@ -114,3 +114,62 @@ def test_submit_sends_at_once_and_a_cancelled_reply_is_dropped() -> None:
         assert channel.inbox.empty()  # the late reply is not taken for an unsolicited frame
 
     _run(scenario)
+
+
+def test_send_request_calls_back_in_the_step_that_reads_the_reply() -> None:
+    async def scenario(channel: Channel, peer: Peer) -> None:
+        reader, writer = peer
+        got: list[Frame | Exception] = []
+        delivered = asyncio.Event()
+
+        def on_reply(outcome: Frame | Exception) -> None:
+            got.append(outcome)
+            delivered.set()
+
+        channel.send_request(Kind.RUN, {"n": 7}, b"", on_reply)
+        frame = await _read_frame(reader)
+        writer.write(Frame(Kind.RESULT, frame.request_id, {"echo": 7}).to_bytes())
+        await delivered.wait()
+        assert len(got) == 1 and isinstance(got[0], Frame) and got[0].meta == {"echo": 7}
+
+    _run(scenario)
+
+
+def test_a_failing_connection_is_closed_before_its_waiters_hear_of_it() -> None:
+    """A waiter told that its instance died must not be able to pick the same channel again."""
+
+    async def scenario(channel: Channel, peer: Peer) -> None:
+        seen: list[tuple[type[Exception] | None, bool]] = []
+        told = asyncio.Event()
+
+        def on_reply(outcome: Frame | Exception) -> None:
+            error = type(outcome) if isinstance(outcome, Exception) else None
+            seen.append((error, channel.closed.done()))
+            told.set()
+
+        channel.send_request(Kind.RUN, {}, b"", on_reply)
+        await _read_frame(peer[0])
+        peer[1].close()
+        await told.wait()
+        assert seen == [(InstanceFailed, True)]
+
+    _run(scenario)
+
+
+def test_a_waiter_that_raises_does_not_take_the_channel_down() -> None:
+    async def scenario(channel: Channel, peer: Peer) -> None:
+        reader, writer = peer
+
+        def broken(outcome: Frame | Exception) -> None:
+            raise RuntimeError("a bug in the waiter")
+
+        channel.send_request(Kind.RUN, {}, b"", broken)
+        frame = await _read_frame(reader)
+        writer.write(Frame(Kind.RESULT, frame.request_id, {}).to_bytes())
+        after = asyncio.ensure_future(channel.request(Kind.RUN, {"n": 2}))
+        second = await _read_frame(reader)
+        writer.write(Frame(Kind.RESULT, second.request_id, {"echo": 2}).to_bytes())
+        assert (await after).meta == {"echo": 2}
+        assert not channel.closed.done()
+
+    _run(scenario)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from sealfn.errors import InstanceFailed, ProtocolError
 from sealfn.ipc import trace
 from sealfn.ipc.frames import LENGTH, MAX_FRAME, Frame, Kind
+
+log = logging.getLogger("sealfn.ipc")
+# Called with a request's reply frame, or with the error that lost it, in the event-loop step
+# that read the frame (or saw the connection fail): no task wakes in between.
+OnReply = Callable[[Frame | Exception], None]
 
 
 class _Protocol(asyncio.Protocol):
@@ -46,7 +53,7 @@ class Channel:
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._waiting: dict[int, asyncio.Future[Frame]] = {}
+        self._waiting: dict[int, OnReply] = {}
         self._ids = itertools.count(1)
         self.inbox: asyncio.Queue[Frame] = asyncio.Queue()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -69,16 +76,23 @@ class Channel:
     ) -> asyncio.Future[Frame]:
         """Send one frame now (InstanceFailed if the connection is closed); the future of the
         reply with the same request id. Cancelling the future forgets the reply when it comes."""
+        reply: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self.send_request(kind, meta, payload, lambda outcome: _settle(reply, outcome))
+        return reply
+
+    def send_request(
+        self, kind: Kind, meta: dict[str, Any], payload: bytes, on_reply: OnReply
+    ) -> None:
+        """Send one frame now (InstanceFailed if the connection is closed); ``on_reply`` gets
+        the reply with the same request id, or the error that lost it, as soon as it is read."""
         if self._transport is None or self.closed.done():
             raise InstanceFailed("instance connection closed")
         request_id = next(self._ids)
-        reply: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = reply
+        self._waiting[request_id] = on_reply
         frame = Frame(kind, request_id, meta, payload).to_bytes()
         if trace.ENABLED:
             self.sent_ns = trace.now()  # before the write: the reader may wake before it returns
         self._transport.write(frame)
-        return reply
 
     async def unsolicited(self) -> Frame:
         """The next unsolicited frame (HELLO); InstanceFailed if the connection closes first
@@ -106,18 +120,35 @@ class Channel:
             self._transport.close()
 
     def _deliver(self, frame: Frame) -> None:
-        waiter = self._waiting.pop(frame.request_id, None)
-        if waiter is None:
+        on_reply = self._waiting.pop(frame.request_id, None)
+        if on_reply is None:
             self.inbox.put_nowait(frame)
-        elif not waiter.done():
-            waiter.set_result(frame)
+        else:
+            _call(on_reply, frame)
 
     def _fail(self, error: Exception) -> None:
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(error)
-        self._waiting.clear()
+        # closed first: a waiter told of the failure must not pick this channel again
         if not self.closed.done():
             self.closed.set_result(None)
         if self._transport is not None:
             self._transport.close()
+        waiting, self._waiting = self._waiting, {}
+        for on_reply in waiting.values():
+            _call(on_reply, error)
+
+
+def _call(on_reply: OnReply, outcome: Frame | Exception) -> None:
+    """A waiter's bug must not take the connection down with it (it runs inside the reader)."""
+    try:
+        on_reply(outcome)
+    except Exception:
+        log.exception("a reply's waiter failed")
+
+
+def _settle(reply: asyncio.Future[Frame], outcome: Frame | Exception) -> None:
+    if reply.done():  # cancelled: its caller gave up, the reply is dropped
+        return
+    if isinstance(outcome, Exception):
+        reply.set_exception(outcome)
+    else:
+        reply.set_result(outcome)

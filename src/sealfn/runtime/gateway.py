@@ -169,7 +169,10 @@ class Gateway:
     def routes(self) -> list[Route]:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
+        # Starlette tries routes in order (a regex match each): the data path's come first.
         return [
+            Route(f"{model}/infer", self.infer, methods=["POST"]),
+            Route(f"{versioned}/infer", self.infer, methods=["POST"]),
             Route("/v2", self.server_metadata),
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.server_ready),
@@ -177,8 +180,6 @@ class Gateway:
             Route(versioned, self.model_metadata),
             Route(f"{model}/ready", self.model_ready),
             Route(f"{versioned}/ready", self.model_ready),
-            Route(f"{model}/infer", self.infer, methods=["POST"]),
-            Route(f"{versioned}/infer", self.infer, methods=["POST"]),
             Route("/metrics", self.prometheus),
             *he_api.routes(self.pool, self.he_keys, self.config),
             *admin.routes(self.pool, self.registry, self.metrics, self.config, self.admin_token),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from sealfn import errors
 from sealfn.errors import InstanceFailed, ProtocolError, SealfnError
 from sealfn.ipc import trace
-from sealfn.ipc.channel import Channel
+from sealfn.ipc.channel import Channel, OnReply
 from sealfn.ipc.frames import Frame, Kind, tensors_from_json, tensors_to_json
 from sealfn.ipc.tensors import TensorWriter, read_tensor
 from sealfn.runtime.executors.base import Worker
@@ -96,39 +95,35 @@ class InstanceHandle:
         if self.state is not InstanceState.GONE:
             self.transition(Event.DRAINED_WORK)
 
-    async def run(
-        self, model: str, requests: Sequence[Tensors], inline_bytes: int
-    ) -> tuple[list[Reply], float]:
-        """Run one batch; a reply per request and the instance's execution seconds."""
-        return await self.finish(self.start(model, requests, inline_bytes))
-
-    def start(self, model: str, requests: Sequence[Tensors], inline_bytes: int) -> InFlight:
+    def start(
+        self, model: str, requests: Sequence[Tensors], inline_bytes: int, on_done: OnDone
+    ) -> None:
         """Write one batch into a free slot and send it now, before the caller next yields (no
-        event-loop turn between queueing a request and its frame leaving); ``finish`` awaits
-        the replies and frees the slot. BatchLost if the instance is already gone."""
+        event-loop turn between queueing a request and its frame leaving). ``on_done`` gets the
+        batch's replies and the instance's execution seconds, or the error that lost it
+        (BatchLost, or the instance's FAILURE as its error class), in the event-loop step that
+        reads the reply frame: no task wakes in between. BatchLost here if the instance is gone."""
         slot = self._free_slots.pop()
+        stamps = {"h_write": trace.now()} if trace.ENABLED else None
+
+        def replied(reply: Frame | Exception) -> None:
+            self._free_slots.append(slot)
+            on_done(self._outcome(slot, reply, stamps))
+
         try:
-            return self._send(slot, model, requests, inline_bytes)
+            self._send(slot, model, requests, inline_bytes, replied)
         except BaseException:
             self._free_slots.append(slot)
             raise
 
-    async def finish(self, batch: InFlight) -> tuple[list[Reply], float]:
-        """A reply per request of a started batch, and the instance's execution seconds."""
-        try:
-            reply = await batch.reply
-        except InstanceFailed as exc:
-            raise BatchLost(self._started(batch.slot)) from exc
-        finally:
-            self._free_slots.append(batch.slot)
-        if batch.stamps is not None:
-            batch.stamps["h_resumed"] = trace.now()
-        return self._replies(reply, batch.stamps)
-
     def _send(
-        self, slot: int, model: str, requests: Sequence[Tensors], inline_bytes: int
-    ) -> InFlight:
-        stamps = {"h_write": trace.now()} if trace.ENABLED else None
+        self,
+        slot: int,
+        model: str,
+        requests: Sequence[Tensors],
+        inline_bytes: int,
+        on_reply: OnReply,
+    ) -> None:
         arena = self.worker.arena if self.worker is not None else None
         if arena is not None:
             arena.mark_started(slot, False)
@@ -143,17 +138,32 @@ class InstanceHandle:
         ]
         meta = {"model": model, "slot": slot, "requests": refs}
         try:
-            reply = self._channel().submit(Kind.RUN, meta, writer.payload())
+            self._channel().send_request(Kind.RUN, meta, writer.payload(), on_reply)
         except InstanceFailed as exc:
             raise BatchLost(self._started(slot)) from exc
-        return InFlight(slot, reply, stamps)
+
+    def _outcome(
+        self, slot: int, reply: Frame | Exception, stamps: dict[str, int] | None
+    ) -> Batch | Exception:
+        if isinstance(reply, InstanceFailed):
+            lost = BatchLost(self._started(slot))
+            lost.__cause__ = reply
+            return lost
+        if isinstance(reply, Exception):
+            return reply
+        if stamps is not None:
+            stamps["h_resumed"] = trace.now()
+        try:
+            return self._replies(reply, stamps)
+        except SealfnError as exc:
+            return exc
 
     def _started(self, slot: int) -> bool:
         """Whether the instance began the batch in ``slot`` (it sets a flag in the arena)."""
         arena = self.worker.arena if self.worker is not None else None
         return arena is not None and arena.started(slot)
 
-    def _replies(self, reply: Frame, stamps: dict[str, int] | None) -> tuple[list[Reply], float]:
+    def _replies(self, reply: Frame, stamps: dict[str, int] | None) -> Batch:
         _raise_failure(reply)
         arena = self.worker.arena if self.worker is not None else None
         view = arena.view if arena is not None else None
@@ -171,21 +181,12 @@ class InstanceHandle:
             Reply(out, int(code), str(text), stamps)
             for out, code, text in zip(outputs, statuses, messages, strict=True)
         ]
-        return replies, float(reply.meta["exec_s"])
+        return Batch(replies, float(reply.meta["exec_s"]))
 
     def _channel(self) -> Channel:
         if self.worker is None:
             raise InstanceFailed(f"instance {self.id} is not running")
         return self.worker.channel
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """A batch sent to an instance: its slot and the future of the instance's reply frame."""
-
-    slot: int
-    reply: asyncio.Future[Frame]
-    stamps: dict[str, int] | None = None  # trace.ENABLED only
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,17 @@ class Reply:
     status: int = 200
     message: str = ""
     stamps: dict[str, int] | None = None  # trace.ENABLED only: phase timestamps, ns
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch's answer from its instance: a reply per request, and its execution seconds."""
+
+    replies: list[Reply]
+    exec_s: float
+
+
+OnDone = Callable[[Batch | Exception], None]
 
 
 def _channel_stamps(channel: Channel, meta: dict[str, object]) -> dict[str, int]:

@@ -133,7 +133,7 @@ def _place_head(pool: Pool, group: Group, function: Function) -> bool:
     batch = _take(function, instance, now)
     instance.reserve(now, function.name)
     if kind is PlacementKind.RUN:
-        pool._spawn(pool._run_batch(function, instance, batch))
+        pool._run_batch(function, instance, batch)
     else:
         instance.loading.add(function.name)
         pool._spawn(_load_then_run(pool, group, function, instance, placement.evict, batch))
@@ -169,7 +169,7 @@ async def _load_then_run(  # noqa: PLR0917 - one placement's parts, passed once
         pump(pool, group)
         return
     instance.loading.discard(function.name)
-    await pool._run_batch(function, instance, batch)
+    pool._run_batch(function, instance, batch)
 
 
 async def _make_room_and_load(

@@ -1,7 +1,7 @@
 """The instance pool: queues requests per function, dispatches batches, scales instances.
 
 The data path is `infer` → `_pump` (batcher + router decide) → `_run_batch` (sends now) →
-instance → `_settle_batch` (awaits the replies).
+instance → `_settle_batch` (called as the reply frame is read).
 The control path is `_tick`, run every `tick_s`: sample load, ask the autoscaler, start or retire
 instances. Decisions are the pure functions in batcher/router/autoscaler; this module is the loop.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -35,7 +36,7 @@ from sealfn.runtime import autoscaler, batcher, packing, router
 from sealfn.runtime.executors.base import Executor, LaunchSpec
 from sealfn.runtime.function import Function, Pending
 from sealfn.runtime.group import Group
-from sealfn.runtime.handle import BatchLost, InFlight, InstanceHandle, Reply, check_reply
+from sealfn.runtime.handle import Batch, BatchLost, InstanceHandle, Reply, check_reply
 from sealfn.runtime.lifecycle import SERVING, Event, InstanceState
 from sealfn.runtime.metrics import Metrics
 from sealfn.signature import ModelSignature
@@ -172,62 +173,70 @@ class Pool:
             if batch:
                 instance = function.instances[target]
                 instance.reserve(now, function.name)
-                self._spawn(self._run_batch(function, instance, batch))
+                self._run_batch(function, instance, batch)
 
     def _run_batch(
         self, function: Function, instance: InstanceHandle, batch: list[Pending]
-    ) -> Coroutine[Any, Any, None]:
+    ) -> None:
         """Send ``batch`` to ``instance`` now, before the caller yields (a request's frame leaves
-        in the event-loop turn that queued it); the coroutine returned, spawned or awaited,
-        waits for the replies and settles every request of the batch."""
+        in the event-loop turn that queued it); `_settle_batch` runs when the reply is read."""
         dispatched = trace.now() if trace.ENABLED else 0
         function.in_flight_requests += len(batch)
-        sent: InFlight | Exception
+        settle = functools.partial(self._settle_batch, function, instance, batch, dispatched)
+        # counted before the frame leaves: the instance wakes on it and wants both cores
+        self.metrics.batch(function.name, len(batch))
         try:
             requests = [p.inputs for p in batch]
-            sent = instance.start(function.name, requests, self.config.inline_tensor_bytes)
-        except Exception as exc:  # raised where the replies are awaited, and handled there
-            sent = exc
-        self.metrics.batch(function.name, len(batch))
-        return self._settle_batch(function, instance, batch, sent, dispatched)
+            instance.start(function.name, requests, self.config.inline_tensor_bytes, settle)
+        except Exception as exc:  # settled on the next turn: never inside the caller's pump
+            asyncio.get_running_loop().call_soon(settle, exc)
 
-    async def _settle_batch(
+    def _settle_batch(
         self,
         function: Function,
         instance: InstanceHandle,
         batch: list[Pending],
-        sent: InFlight | Exception,
         dispatched: int,
+        outcome: Batch | Exception,
     ) -> None:
+        """Resolve every request of a batch from its outcome, free the slot, pump the queue.
+        Runs where the reply frame is read, so each caller's task wakes one turn later."""
         try:
-            if isinstance(sent, Exception):
-                raise sent
-            outputs, exec_s = await instance.finish(sent)
-        except BatchLost as lost:
-            self._requeue_or_fail(function, batch, lost)
-        except InvalidInput as exc:
-            if len(batch) > 1:  # one bad request must not fail its batch mates: retry alone
-                for pending in batch:
-                    pending.alone = True
-                function.queue.extendleft(reversed(batch))
-                function.estimate = batcher.ExecEstimate()
-            else:
-                _fail(batch[0], exc)
-        except SealfnError as exc:
-            for pending in batch:
-                _fail(pending, exc)
-        else:
-            function.estimate = batcher.observe(function.estimate, len(batch), exec_s)
-            if outputs and (stamps := outputs[0].stamps) is not None:
-                stamps |= {"p_dispatch": dispatched, "p_resolve": trace.now()}
-            for pending, result in zip(batch, outputs, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(result)
+            self._resolve(function, batch, dispatched, outcome)
         finally:
             function.in_flight_requests -= len(batch)
             instance.release(self.clock(), function.name)
             self._after_release(function, instance)
             self._pump(function)
+
+    def _resolve(
+        self,
+        function: Function,
+        batch: list[Pending],
+        dispatched: int,
+        outcome: Batch | Exception,
+    ) -> None:
+        if isinstance(outcome, BatchLost):
+            self._requeue_or_fail(function, batch, outcome)
+        elif isinstance(outcome, InvalidInput) and len(batch) > 1:
+            # one bad request must not fail its batch mates: retry each alone
+            for pending in batch:
+                pending.alone = True
+            function.queue.extendleft(reversed(batch))
+            function.estimate = batcher.ExecEstimate()
+        elif isinstance(outcome, SealfnError):
+            for pending in batch:
+                _fail(pending, outcome)
+        elif isinstance(outcome, Exception):
+            raise outcome  # a bug: logged by the channel; the batch's requests time out
+        else:
+            function.estimate = batcher.observe(function.estimate, len(batch), outcome.exec_s)
+            replies = outcome.replies
+            if replies and (stamps := replies[0].stamps) is not None:
+                stamps |= {"p_dispatch": dispatched, "p_resolve": trace.now()}
+            for pending, result in zip(batch, replies, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
 
     def _requeue_or_fail(self, function: Function, batch: list[Pending], lost: BatchLost) -> None:
         """A crash lost the batch: retry once what had not started, 503 the rest."""
