@@ -211,3 +211,28 @@ def test_body_over_the_limit_is_413(start_server: Callable[..., Server], models:
         )
     assert streamed.status_code == 413
     assert small.client.infer("mlp", {"input": fits})["output"].shape == (4, 4)
+
+
+def test_bodies_past_uvicorns_own_buffer_are_read_whole_or_refused(
+    start_server: Callable[..., Server], models: Models
+) -> None:
+    """`serve` lets uvicorn read ahead up to the body limit (1 MiB here, not its own 64 KiB):
+    a chunked body under it is read whole, one over it is still refused, the server serves on."""
+    server = start_server(SEALFN_MAX_BODY_BYTES=str(1 << 20))
+    server.client.deploy("mlp", models.mlp)
+
+    def chunked(rows: int) -> tuple[Iterator[bytes], dict[str, str]]:
+        x = np.full((rows, 16), 0.5, dtype=np.float32)
+        body, headers = oip.encode_request([oip.Tensor.from_numpy("input", x)])
+        return iter([body[i : i + 65536] for i in range(0, len(body), 65536)]), dict(headers)
+
+    with server.http() as http:
+        content, headers = chunked(12_000)  # 768 KB of tensor data, no content-length
+        fits = http.post("/v2/models/mlp/infer", content=content, headers=headers)
+        assert fits.status_code == 200, fits.text
+        content, headers = chunked(48_000)  # 3 MB
+        refused = http.post("/v2/models/mlp/infer", content=content, headers=headers)
+    assert refused.status_code == 413
+    assert refused.json()["error"] == "body exceeds the 1048576-byte limit"
+    small = np.ones((4, 16), np.float32)
+    assert server.client.infer("mlp", {"input": small})["output"].shape == (4, 4)
