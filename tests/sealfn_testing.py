@@ -333,3 +333,23 @@ def launch(state_dir: Path, env: dict[str, str] | None = None) -> Server:
 def stop_cleanly(server: Server) -> None:
     code = server.stop()
     assert code == 0, f"sealfn serve exited with {code}:\n{server.log()}"
+
+
+def lockstep(config: Any, engine: Any, steps: int) -> tuple[list[float], list[float]]:
+    """Training losses, step by step, of a coordinator-only trainer and one whose products run on
+    ``engine``, side by side on the same batches (``config`` a
+    :class:`~sealfn.training.coordinator.TrainConfig`; torch is imported only when called)."""
+    from sealfn.training.coordinator import Trainer, batches
+    from sealfn.training.data import digits
+
+    data = digits(config.torch_dtype)
+    plain, offloaded = Trainer(config, None), Trainer(config, engine)
+    plain_losses: list[float] = []
+    offloaded_losses: list[float] = []
+    epoch = 0
+    while len(plain_losses) < steps:
+        epoch += 1
+        for x, y in batches(data, config, epoch)[: steps - len(plain_losses)]:
+            plain_losses.append(plain.step(x, y)[0])
+            offloaded_losses.append(offloaded.step(x, y)[0])
+    return plain_losses, offloaded_losses

@@ -18,6 +18,7 @@ from sealfn.training.keys import KeyPool, MatmulKey, csprng
 from sealfn.training.offload import ObfuscatedEngine, PlainEngine
 from sealfn.training.pool import WorkerOptions, WorkerPool
 from sealfn.training.wire import Conv, Product
+from sealfn_testing import lockstep
 
 # (x shape, w shape, stride, padding, dilation)
 GEOMETRIES = [
@@ -202,24 +203,11 @@ def test_convolutions_round_trip_and_malformed_ones_are_refused() -> None:
         Conv.from_json(["conv2d", [1, True], [0, 0], [1, 1], []])
 
 
-def _lockstep(config: TrainConfig, engine: object, steps: int) -> tuple[list[float], list[float]]:
-    data = digits(config.torch_dtype)
-    plain, offloaded = Trainer(config, None), Trainer(config, engine)  # type: ignore[arg-type]
-    plain_losses, offloaded_losses = [], []
-    epoch = 0
-    while len(plain_losses) < steps:
-        epoch += 1
-        for x, y in batches(data, config, epoch)[: steps - len(plain_losses)]:
-            plain_losses.append(plain.step(x, y)[0])
-            offloaded_losses.append(offloaded.step(x, y)[0])
-    return plain_losses, offloaded_losses
-
-
 def test_float64_channel_keyed_cnn_training_matches_plain_training() -> None:
     config = TrainConfig(model="cnn", dtype="float64", batch_size=32, conv="channel")
     with WorkerPool(1, WorkerOptions(threads=1)) as workers:
         engine = ObfuscatedEngine(workers, conv="channel")
-        plain, offloaded = _lockstep(config, engine, 100)
+        plain, offloaded = lockstep(config, engine, 100)
     assert max(abs(a - b) for a, b in zip(plain, offloaded, strict=True)) <= 1e-8
     assert plain[-1] < plain[0] / 2
     assert engine.counts.checks == engine.counts.products == 8 * 100  # 3 layers, 8 products
@@ -229,7 +217,7 @@ def test_float64_channel_keyed_cnn_training_matches_plain_training() -> None:
 def test_plain_offloading_of_whole_convolutions_matches_too() -> None:
     config = TrainConfig(model="cnn", dtype="float64", conv="channel")
     with WorkerPool(1, WorkerOptions(threads=1)) as workers:
-        plain, offloaded = _lockstep(config, PlainEngine(workers, conv="channel"), 5)
+        plain, offloaded = lockstep(config, PlainEngine(workers, conv="channel"), 5)
     assert max(abs(a - b) for a, b in zip(plain, offloaded, strict=True)) <= 1e-8
 
 
@@ -247,7 +235,7 @@ def test_a_tampering_worker_is_caught_on_convolutions_and_recomputed_elsewhere()
     options = WorkerOptions(threads=1, tamper="entry", tamper_workers=frozenset({0}))
     with WorkerPool(2, options) as workers:
         engine = ObfuscatedEngine(workers, conv="channel")
-        plain, offloaded = _lockstep(config, engine, 4)
+        plain, offloaded = lockstep(config, engine, 4)
     assert max(abs(a - b) for a, b in zip(plain, offloaded, strict=True)) <= 1e-8
     assert engine.incidents and {incident.worker for incident in engine.incidents} == {0}
     assert {incident.reason for incident in engine.incidents} == {"verification"}

@@ -14,11 +14,19 @@ from torch.nn import functional
 from sealfn.errors import ConfigError, IntegrityError, Unavailable
 from sealfn.training import model
 from sealfn.training.bilinear import Bilinear
-from sealfn.training.coordinator import TrainConfig, Trainer, batches, train, worker_pool
+from sealfn.training.coordinator import (
+    TrainConfig,
+    Trainer,
+    batches,
+    make_engine,
+    train,
+    worker_pool,
+)
 from sealfn.training.data import digits
 from sealfn.training.exact_engine import ExactEngine
 from sealfn.training.offload import Engine, ObfuscatedEngine, OpCounts, PlainEngine
 from sealfn.training.pool import WorkerOptions, WorkerPool
+from sealfn_testing import lockstep
 
 ONE_THREAD = WorkerOptions(threads=1)
 
@@ -29,27 +37,13 @@ def pool() -> Any:
         yield workers
 
 
-def _lockstep(config: TrainConfig, engine: Engine, steps: int) -> tuple[list[float], list[float]]:
-    """Plain (coordinator-only) and offloaded training side by side on the same batches."""
-    data = digits(config.torch_dtype)
-    plain, offloaded = Trainer(config, None), Trainer(config, engine)
-    plain_losses, offloaded_losses = [], []
-    epoch = 0
-    while len(plain_losses) < steps:
-        epoch += 1
-        for x, y in batches(data, config, epoch)[: steps - len(plain_losses)]:
-            plain_losses.append(plain.step(x, y)[0])
-            offloaded_losses.append(offloaded.step(x, y)[0])
-    return plain_losses, offloaded_losses
-
-
 @pytest.mark.parametrize(("name", "steps"), [("mlp", 100), ("cnn", 100)])
 def test_float64_obfuscated_training_matches_plain_training_step_by_step(
     pool: WorkerPool, name: str, steps: int
 ) -> None:
     config = TrainConfig(model=name, mode="obfuscated", dtype="float64", batch_size=32)
     engine = ObfuscatedEngine(pool)
-    plain, offloaded = _lockstep(config, engine, steps)
+    plain, offloaded = lockstep(config, engine, steps)
     assert max(abs(a - b) for a, b in zip(plain, offloaded, strict=True)) <= 1e-8
     assert plain[-1] < plain[0] / 2  # it did learn: the comparison is not between two flat lines
     assert engine.counts.checks == engine.counts.products > 0
@@ -57,7 +51,7 @@ def test_float64_obfuscated_training_matches_plain_training_step_by_step(
 
 def test_float64_training_without_key_shift_matches_too(pool: WorkerPool) -> None:
     config = TrainConfig(model="mlp", dtype="float64", key_shift=False)
-    plain, offloaded = _lockstep(config, ObfuscatedEngine(pool, key_shift=False), 20)
+    plain, offloaded = lockstep(config, ObfuscatedEngine(pool, key_shift=False), 20)
     assert max(abs(a - b) for a, b in zip(plain, offloaded, strict=True)) <= 1e-8
 
 
@@ -66,7 +60,7 @@ def test_key_shift_halves_the_encryptions_per_step(pool: WorkerPool) -> None:
     for shift in (True, False):
         config = TrainConfig(model="cnn", dtype="float64", key_shift=shift)
         engine = ObfuscatedEngine(pool, key_shift=shift)
-        _lockstep(config, engine, 1)
+        lockstep(config, engine, 1)
         counts[shift] = engine.counts
     # 3 layers; the first needs no dX: with shift 2+1 per layer, without 2+2 (first) or 2+4
     assert counts[True].encryptions == 9
@@ -176,7 +170,7 @@ def test_a_tampering_worker_is_caught_and_its_products_recomputed_elsewhere() ->
     options = WorkerOptions(threads=1, tamper="entry", tamper_workers=frozenset({0}))
     with WorkerPool(2, options) as workers:
         engine = ObfuscatedEngine(workers)
-        plain, offloaded = _lockstep(config, engine, 5)
+        plain, offloaded = lockstep(config, engine, 5)
     assert max(abs(a - b) for a, b in zip(plain, offloaded, strict=True)) <= 1e-8
     assert engine.incidents and {incident.worker for incident in engine.incidents} == {0}
 
@@ -221,11 +215,16 @@ def test_exact_mode_on_four_workers_gives_each_role_its_own_worker(tmp_path: Pat
     assert all(len(tensors) == 2 * products for tensors in received.values())
 
 
-def test_a_lost_worker_is_skipped_and_its_products_recomputed_elsewhere() -> None:
-    config = TrainConfig(model="cnn", dtype="float64", workers=2)
+@pytest.mark.parametrize(
+    ("mode", "conv"), [("obfuscated", "im2col"), ("plain", "im2col"), ("plain", "channel")]
+)
+def test_a_lost_worker_is_skipped_and_its_products_recomputed_elsewhere(
+    mode: str, conv: str
+) -> None:
+    config = TrainConfig(model="cnn", mode=mode, dtype="float64", workers=2, conv=conv)
     data = digits(config.torch_dtype)
     with WorkerPool(2, ONE_THREAD) as workers:
-        engine = ObfuscatedEngine(workers)
+        engine = make_engine(config, workers)
         plain, offloaded = Trainer(config, None), Trainer(config, engine)
         for step, (x, y) in enumerate(batches(data, config, 1)[:6]):
             if step == 3:
@@ -233,6 +232,7 @@ def test_a_lost_worker_is_skipped_and_its_products_recomputed_elsewhere() -> Non
                 workers[0].process.wait()
             assert abs(plain.step(x, y)[0] - offloaded.step(x, y)[0]) <= 1e-8
         assert workers.alive() == [1]
+    assert isinstance(engine, PlainEngine | ObfuscatedEngine)
     assert {(i.worker, i.reason) for i in engine.incidents} == {(0, "lost")}
 
 
@@ -247,22 +247,6 @@ def test_exact_mode_refuses_to_put_two_roles_on_one_worker_after_a_loss() -> Non
         with pytest.raises(Unavailable):
             for _ in range(2):  # the first step may only now notice the loss
                 trainer.step(x, y)
-
-
-@pytest.mark.parametrize("conv", ["im2col", "channel"])
-def test_plain_offloading_recomputes_a_lost_workers_products_on_a_live_one(conv: str) -> None:
-    config = TrainConfig(model="cnn", mode="plain", dtype="float64", workers=2, conv=conv)
-    data = digits(config.torch_dtype)
-    with WorkerPool(2, ONE_THREAD) as workers:
-        engine = PlainEngine(workers, conv=conv)
-        plain, offloaded = Trainer(config, None), Trainer(config, engine)
-        for step, (x, y) in enumerate(batches(data, config, 1)[:6]):
-            if step == 3:
-                workers[0].process.kill()
-                workers[0].process.wait()
-            assert abs(plain.step(x, y)[0] - offloaded.step(x, y)[0]) <= 1e-8
-        assert workers.alive() == [1]
-    assert {(i.worker, i.reason) for i in engine.incidents} == {(0, "lost")}
 
 
 @pytest.mark.parametrize("mode", ["plain", "obfuscated"])
