@@ -9,6 +9,9 @@ Usage: ``.venv/bin/python benchmarks/latency.py [--models resnet18,mlp] [--round
 - ``--trace N`` then restarts the server with ``SEALFN_TRACE_PHASES`` set and sends N requests per
   model one at a time, alternating with in-process runs: the median of each phase of one request,
   from CLOCK_MONOTONIC stamps taken by this client, the gateway and the instance.
+- ``--cold N`` times one fixed piece of the gateway's Python (decoding a small OIP request, 5x)
+  N times each: warm, right after an in-process ResNet-18 run, and after sleeping as long: how
+  much slower the code around a large model's run gets once the run has filled the caches.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import sealfn_arm
 from loadgen import HttpCall
 from measure import FULL, HOST, Context, interleave, log
 from payloads import Workload
+from sealfn import oip
 from sealfn.workloads.models import build_examples
 from servers import SealfnServer
 
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (0: none)")
     parser.add_argument("--block-s", type=float, default=1.5, help="seconds per block")
     parser.add_argument("--trace", type=int, default=0, help="traced requests per model")
+    parser.add_argument("--cold", type=int, default=0, help="timings of cold Python (see above)")
     parser.add_argument(
         "--baseline-src",
         type=Path,
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         result["interleaved"] = _ab(ctx, args.baseline_src)
     if args.trace:
         result["phases"] = _phases(ctx, args.trace, args.baseline_src)
+    if args.cold:
+        result["cold_python"] = _cold_python(models, args.cold)
     result["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -248,6 +255,34 @@ def _breakdown(client: list[dict[str, int]], trace_file: Path, name: str) -> dic
     phases["sum of phase medians"] = sum(phases.values())
     phases["round trip"] = statistics.median((s["c_done"] - s["c_send"]) / 1000 for s in stamps)
     return phases
+
+
+def _cold_python(models: dict[str, Any], count: int) -> dict[str, float]:
+    """Median microseconds of 5 decodes of the MLP's request: warm, after a ResNet-18 run in this
+    process, and after a sleep of about as long (caches left alone, the core idle)."""
+    large, small = Workload(models["resnet18"], 1), Workload(models["mlp"], 1)
+    payload = small.payload(0)
+    header = int(payload.headers[oip.HEADER_LENGTH])
+
+    def decode() -> float:
+        began = time.perf_counter()
+        for _ in range(5):
+            oip.decode_request(payload.body, header, aligned=False)
+        return (time.perf_counter() - began) * 1e6
+
+    found: dict[str, list[float]] = {"warm": [], "after a ResNet-18 run": [], "after sleeping": []}
+    for _ in range(count):
+        large.run_local(0)
+        found["after a ResNet-18 run"].append(decode())
+        time.sleep(0.009)
+        found["after sleeping"].append(decode())
+        found["warm"].append(decode())
+    medians = {label: statistics.median(times) for label, times in found.items()}
+    log(
+        "  5 decodes of the MLP's request, median us: "
+        + ", ".join(f"{label} {us:.1f}" for label, us in medians.items())
+    )
+    return medians
 
 
 def _git_head() -> str:
