@@ -9,6 +9,10 @@ Usage: ``.venv/bin/python benchmarks/latency.py [--models resnet18,mlp] [--round
 - ``--trace N`` then restarts the server with ``SEALFN_TRACE_PHASES`` set and sends N requests per
   model one at a time, alternating with in-process runs: the median of each phase of one request,
   from CLOCK_MONOTONIC stamps taken by this client, the gateway and the instance.
+- ``--cpu N`` restarts the server(s) untraced and runs N rounds of blocks (``--block-s``) of one
+  client's requests, servers alternating: per server, p50 and the CPU seconds per request of
+  the gateway process and of its instances, and, with ``--baseline-src``, the per-round ratios.
+  CPU per request moves less with the neighbours' load than latency does.
 - ``--cold N`` times one fixed piece of the gateway's Python (decoding a small OIP request, 5x)
   N times each: warm, right after an in-process ResNet-18 run, and after sleeping as long: how
   much slower the code around a large model's run gets once the run has filled the caches.
@@ -31,6 +35,7 @@ from typing import Any
 
 import figures
 import ort_arm
+import resources
 import sealfn_arm
 from loadgen import HttpCall
 from measure import FULL, HOST, Context, interleave, log
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds (0: none)")
     parser.add_argument("--block-s", type=float, default=1.5, help="seconds per block")
     parser.add_argument("--trace", type=int, default=0, help="traced requests per model")
+    parser.add_argument("--cpu", type=int, default=0, help="rounds of CPU per request (see above)")
     parser.add_argument("--cold", type=int, default=0, help="timings of cold Python (see above)")
     parser.add_argument(
         "--baseline-src",
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         result["interleaved"] = _ab(ctx, args.baseline_src)
     if args.trace:
         result["phases"] = _phases(ctx, args.trace, args.baseline_src)
+    if args.cpu:
+        result["cpu_per_request"] = _cpu(ctx, args.cpu, args.baseline_src)
     if args.cold:
         result["cold_python"] = _cold_python(models, args.cold)
     result["loadavg_end"] = os.getloadavg()
@@ -255,6 +263,86 @@ def _breakdown(client: list[dict[str, int]], trace_file: Path, name: str) -> dic
     phases["sum of phase medians"] = sum(phases.values())
     phases["round trip"] = statistics.median((s["c_done"] - s["c_send"]) / 1000 for s in stamps)
     return phases
+
+
+def _cpu(ctx: Context, rounds: int, baseline_src: Path | None) -> dict[str, Any]:
+    """Untraced servers (this src, and the baseline's if given), blocks alternating among them."""
+    servers = {"sealfn": _server(ctx.tmp / "cpu", {})}
+    if baseline_src is not None:
+        servers["sealfn-base"] = _server(ctx.tmp / "cpu-base", {"PYTHONPATH": str(baseline_src)})
+    found: dict[str, Any] = {}
+    with _serving(servers):
+        for name, workload in ctx.workloads.items():
+            _deploy_warm(servers, name, workload)
+            found[name] = _cpu_model(servers, workload, name, rounds, ctx.settings)
+            for server in servers.values():
+                server.undeploy(name)
+    return found
+
+
+def _cpu_model(
+    servers: dict[str, SealfnServer], workload: Workload, name: str, rounds: int, settings: Any
+) -> dict[str, Any]:
+    path = f"/v2/models/{name}/infer"
+    calls = {
+        label: HttpCall(HOST, server.port, workload.request(0, HOST, server.port, path))
+        for label, server in servers.items()
+    }
+    blocks: dict[str, list[tuple[float, float, float]]] = {label: [] for label in servers}
+    labels = list(servers)
+    for round_ in range(-1, rounds):  # round -1 warms up and is not kept
+        for label in labels if round_ % 2 else labels[::-1]:
+            block = _cpu_block(calls[label], servers[label].pid, settings.interleave_block_s)
+            if round_ >= 0:
+                blocks[label].append(block)
+    for call in calls.values():
+        call.close()
+    found: dict[str, Any] = {}
+    for label, rows in blocks.items():
+        p50s, gateway, instances = zip(*rows, strict=True)
+        found[label] = {
+            "p50_ms": statistics.median(p50s),
+            "gateway_cpu_ms_per_request": statistics.mean(gateway),
+            "instances_cpu_ms_per_request": statistics.mean(instances),
+        }
+        log(
+            f"  {name}: {label} p50 {found[label]['p50_ms']:.3f} ms, CPU per request: gateway "
+            f"{statistics.mean(gateway):.3f} ms, instances {statistics.mean(instances):.3f} ms"
+        )
+    if "sealfn-base" in blocks:
+        ratios = [a[0] / b[0] for a, b in zip(blocks["sealfn"], blocks["sealfn-base"], strict=True)]
+        found["p50_ratio_to_base"] = statistics.median(ratios)
+        log(
+            f"  {name}: sealfn/sealfn-base p50 {statistics.median(ratios):.3f} per-round median "
+            f"({min(ratios):.3f}..{max(ratios):.3f})"
+        )
+    return found
+
+
+def _cpu_block(call: HttpCall, pid: int, seconds: float) -> tuple[float, float, float]:
+    """Requests one at a time for ``seconds``: p50 ms, gateway and instances CPU ms a request."""
+    with contextlib.suppress(ConnectionError):  # idle past keep-alive: reconnected, sent again
+        call()
+    gateway, instances = _cpu_split(pid)
+    times = []
+    ends = time.perf_counter() + seconds
+    while (began := time.perf_counter()) < ends:
+        call()
+        times.append(time.perf_counter() - began)
+    gateway_after, instances_after = _cpu_split(pid)
+    count = len(times)
+    return (
+        statistics.median(times) * 1e3,
+        (gateway_after - gateway) / count * 1e3,
+        (instances_after - instances) / count * 1e3,
+    )
+
+
+def _cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the gateway process, and of its live children."""
+    gateway, *children = resources.tree(pid)
+    own = gateway.cpu_times()
+    return own.user + own.system, sum(sum(c.cpu_times()[:2]) for c in children)
 
 
 def _cold_python(models: dict[str, Any], count: int) -> dict[str, float]:
