@@ -119,10 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _ab(ctx: Context, baseline_src: Path | None) -> dict[str, Any]:
-    servers = {"sealfn": _server(ctx.tmp / "ab", {})}
+def _servers(ctx: Context, tag: str, baseline_src: Path | None) -> dict[str, SealfnServer]:
+    """A server of this src, and one of the baseline's src if given, in ``tag``'s folders."""
+    servers = {"sealfn": _server(ctx.tmp / tag, {})}
     if baseline_src is not None:
-        servers["sealfn-base"] = _server(ctx.tmp / "ab-base", {"PYTHONPATH": str(baseline_src)})
+        servers["sealfn-base"] = _server(ctx.tmp / f"{tag}-base", {"PYTHONPATH": str(baseline_src)})
+    return servers
+
+
+def _ab(ctx: Context, baseline_src: Path | None) -> dict[str, Any]:
+    servers = _servers(ctx, "ab", baseline_src)
     found: dict[str, Any] = {}
     with _serving(servers):
         for name, workload in ctx.workloads.items():
@@ -267,9 +273,7 @@ def _breakdown(client: list[dict[str, int]], trace_file: Path, name: str) -> dic
 
 def _cpu(ctx: Context, rounds: int, baseline_src: Path | None) -> dict[str, Any]:
     """Untraced servers (this src, and the baseline's if given), blocks alternating among them."""
-    servers = {"sealfn": _server(ctx.tmp / "cpu", {})}
-    if baseline_src is not None:
-        servers["sealfn-base"] = _server(ctx.tmp / "cpu-base", {"PYTHONPATH": str(baseline_src)})
+    servers = _servers(ctx, "cpu", baseline_src)
     found: dict[str, Any] = {}
     with _serving(servers):
         for name, workload in ctx.workloads.items():
