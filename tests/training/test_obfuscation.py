@@ -9,7 +9,9 @@ import torch
 from sealfn.training import obfuscation as ob
 from sealfn.training.keys import AxisKey, KeyPool, MatmulKey, csprng, scale_range
 
-SHAPES = [(1, 1, 1), (7, 5, 3), (32, 64, 10), (128, 144, 16)]
+# (2048, 9, 12): a tall operand with short rows, and results of 12 columns, scaled by one outer
+# product (obfuscation._scale) rather than by each axis's factors in turn
+SHAPES = [(1, 1, 1), (7, 5, 3), (32, 64, 10), (128, 144, 16), (2048, 9, 12)]
 
 
 def _operands(m: int, n: int, p: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
