@@ -31,6 +31,7 @@ from sealfn.ipc.frames import LENGTH, Frame, Kind, tensors_from_json, tensors_to
 from sealfn.ipc.tensors import TensorWriter, read_tensor
 from sealfn.runtime.executors.base import LaunchSpec
 from sealfn.runtime.executors.local import LocalExecutor
+from sealfn.runtime.handle import InstanceHandle
 from sealfn.runtime.lifecycle import InstanceState
 from sealfn.runtime.metrics import Metrics
 from sealfn.runtime.pool import Pool
@@ -265,6 +266,31 @@ def test_batch_lost_after_it_started_fails_with_503(tmp_path: Path) -> None:
         assert len(executor.workers) == 2
 
     run(tmp_path, (CRASH_AFTER,), scenario)
+
+
+def test_an_internal_error_fails_its_batch_at_once_and_the_pool_keeps_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while sending a batch (not a SealfnError) answers its requests with a 503 instead of
+    leaving them to time out; the slot is freed and the next request is served."""
+
+    async def scenario(pool: Pool, executor: FakeExecutor) -> None:
+        pool.deploy(FunctionSpec("f", min_instances=1), MODEL, SIGNATURE)
+        await pool.infer("f", _x(1))  # warm
+        start = InstanceHandle.start
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(InstanceHandle, "start", broken)
+        async with asyncio.timeout(2):  # well under request_timeout_s
+            with pytest.raises(Unavailable, match="internal error"):
+                await pool.infer("f", _x(1))
+        monkeypatch.setattr(InstanceHandle, "start", start)
+        out = (await pool.infer("f", _x(3))).outputs
+        np.testing.assert_array_equal(out["output"], np.full((1, 4), 6.0))
+
+    run(tmp_path, (), scenario)
 
 
 def test_a_request_is_retried_only_once(tmp_path: Path) -> None:

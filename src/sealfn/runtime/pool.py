@@ -227,8 +227,10 @@ class Pool:
         elif isinstance(outcome, SealfnError):
             for pending in batch:
                 _fail(pending, outcome)
-        elif isinstance(outcome, Exception):
-            raise outcome  # a bug: logged by the channel; the batch's requests time out
+        elif isinstance(outcome, Exception):  # a bug: its callers get a 503, the channel logs it
+            for pending in batch:
+                _fail(pending, Unavailable("the batch failed on an internal error"))
+            raise outcome
         else:
             function.estimate = batcher.observe(function.estimate, len(batch), outcome.exec_s)
             replies = outcome.replies
