@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sealfn.config import FunctionSpec
+from sealfn.runtime import packing
 from sealfn.runtime.function import Function
 from sealfn.runtime.group import Group, estimated_model_mb
 from sealfn.runtime.handle import InstanceHandle
@@ -63,3 +64,16 @@ def test_model_memory_is_the_file_estimate_until_a_larger_load_is_measured(
     handle.model_memory_mb["f"] = 30.0  # what the instance reported at LOAD
     assert group.model_cost(function).memory_mb == 30.0
     assert estimated_model_mb(0.01) < 1.1
+
+
+class _NoPool:
+    """A pool that must not be asked anything."""
+
+    def __getattr__(self, name: str) -> None:
+        raise AssertionError(f"pump asked the pool for {name} with no member left")
+
+
+def test_pumping_a_group_whose_members_are_all_gone_does_nothing() -> None:
+    # an instance that finishes booting (or exits) after the group's last undeploy pumps it;
+    # that used to raise in the group's policy (max() of no members) inside the boot task
+    packing.pump(_NoPool(), Group("g"))  # type: ignore[arg-type]

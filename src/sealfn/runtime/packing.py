@@ -57,7 +57,11 @@ async def leave(pool: Pool, function: Function) -> None:
 
 def pump(pool: Pool, group: Group) -> None:
     """Place queued requests of every member, oldest head first, until nothing moves; then,
-    with nothing left waiting, load the replicas `packer.replicate` asks for."""
+    with nothing left waiting, load the replicas `packer.replicate` asks for. A group whose
+    members are all gone (an instance that finishes booting or exits after the last undeploy)
+    has nothing to place or replicate."""
+    if not group.members:
+        return
     moved = True
     while moved:
         moved = False
