@@ -247,7 +247,10 @@ def _gone(pool: Pool, group: Group, instance: InstanceHandle) -> None:
 
 
 def tick(pool: Pool, group: Group, now: float) -> None:
-    """Expire claims, unload models idle past their keep-alive, retire empty idle instances."""
+    """Expire claims, unload models idle past their keep-alive, retire empty idle instances.
+    A group with no members left is being retired by `leave`: nothing to do."""
+    if not group.members:
+        return
     views = group.views()
     costs = group.costs()
     for instance_id in packer.expire_claims(views, costs, group.policy(START_S), now):
